@@ -1,0 +1,1 @@
+"""Ingest: models and images -> circuit artifacts on disk -> graph writes (neo4j driver)."""

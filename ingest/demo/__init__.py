@@ -1,0 +1,1 @@
+"""The built-in demo world: procedural images with planted concepts and a small CNN."""

@@ -1,0 +1,1 @@
+"""The Cypher query library: one query per ``.cypher`` file, the single source of truth."""
