@@ -1,0 +1,217 @@
+"""Pure row builders: a circuit artifact -> rows for the graph (no database here).
+
+Every node has a ``uid`` property built here and nowhere else, so the loader, the concept
+atlas, the debugger and the queries agree on identities:
+
+=================  ===========================================  ==========================
+label              uid                                          owned by
+=================  ===========================================  ==========================
+Model              ``{name}@{fingerprint[:12]}``                shared
+Layer              ``{model}/{layer}``                          shared by the model
+Neuron             ``{model}/{layer}/{channel}``                shared by every class
+Class              ``{model}/c{index}``                         the class
+SemanticGroup      ``{class}/{layer}/{channel}/s{j}``           the class
+NeuronGroup        ``{class}/{layer}/g{index}``                 the class
+Patch              ``{class}/p{patch_id}``                      the class (exemplars only)
+Run                ``run-{timestamp}-{hash}``                   the run that computed it
+=================  ===========================================  ==========================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from neurflow.circuit import Circuit, NeuronRef
+
+__all__ = ["GraphRows", "circuit_rows", "model_uid", "class_uid", "neuron_uid", "layer_uid", "sg_uid", "group_uid", "patch_uid"]
+
+
+def model_uid(name: str, fingerprint: str) -> str:
+    return f"{name}@{fingerprint.split(':')[-1][:12]}"
+
+
+def layer_uid(model: str, layer: str) -> str:
+    return f"{model}/{layer}"
+
+
+def neuron_uid(model: str, neuron: NeuronRef) -> str:
+    return f"{model}/{neuron.layer}/{neuron.channel}"
+
+
+def class_uid(model: str, index: int) -> str:
+    return f"{model}/c{index}"
+
+
+def sg_uid(cls: str, neuron: NeuronRef, index: int) -> str:
+    return f"{cls}/{neuron.layer}/{neuron.channel}/s{index}"
+
+
+def group_uid(cls: str, layer: str, index: int) -> str:
+    return f"{cls}/{layer}/g{index}"
+
+
+def patch_uid(cls: str, patch_id: int) -> str:
+    return f"{cls}/p{patch_id}"
+
+
+@dataclass
+class GraphRows:
+    """Rows for every write statement of one class, keyed by statement name.
+
+    ``nodes`` and ``rels`` give the counts the graph must hold for this class afterwards.
+    """
+
+    model: str
+    cls: str
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+
+    def count(self, name: str) -> int:
+        return len(self.rows.get(name, []))
+
+
+def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Path | None = None, thumbnails: dict[int, str] | None = None) -> GraphRows:
+    """Build the rows that load one circuit (see :mod:`neurflow.ingest.graph_writer`).
+
+    Args:
+        circuit: the circuit.
+        run: provenance of the computation (``uid``, ``started``, ``finished``, ...).
+        artifact_dir: where the artifact lives (stored on the Class node).
+        thumbnails: patch id -> thumbnail file path.
+
+    Returns:
+        :class:`GraphRows` with one list of parameter rows per statement.
+    """
+    m = model_uid(circuit.model_name, circuit.model_fingerprint)
+    c = class_uid(m, circuit.class_index)
+    depth = {layer: i for i, layer in enumerate(circuit.layers)}
+    thumbnails = thumbnails or {}
+    out = GraphRows(model=m, cls=c)
+    r = out.rows
+    r["model"] = [{"uid": m, "name": circuit.model_name, "fingerprint": circuit.model_fingerprint}]
+    r["layer"] = [{"uid": layer_uid(m, layer), "model": m, "name": layer, "depth": depth[layer]} for layer in circuit.layers]
+    r["layer_feeds"] = [{"lower": layer_uid(m, lo), "upper": layer_uid(m, up)} for up, lo in zip(circuit.layers[:-1], circuit.layers[1:])]
+    neurons = circuit.neurons()
+    r["neuron"] = [
+        {"uid": neuron_uid(m, n), "model": m, "layer": n.layer, "layer_uid": layer_uid(m, n.layer), "channel": n.channel, "depth": depth[n.layer]}
+        for n in neurons
+    ]
+    r["class"] = [
+        {
+            "uid": c,
+            "model": m,
+            "props": {
+                "index": circuit.class_index,
+                "name": circuit.class_name,
+                "model": m,
+                "n_images": len(circuit.image_ids),
+                "n_patches": len(circuit.patches),
+                "data_fingerprint": circuit.data_fingerprint,
+                "layers": list(circuit.layers),
+                "tau": circuit.config.tau,
+                "k": circuit.config.k,
+                "steps": circuit.config.steps,
+                "artifact": str(artifact_dir) if artifact_dir is not None else None,
+            },
+        }
+    ]
+    r["class_logit"] = [{"cls": c, "neuron": neuron_uid(m, circuit.root)}]
+    r["semantic_group"] = [
+        {
+            "uid": sg_uid(c, sg.neuron, sg.index),
+            "cls": c,
+            "neuron": neuron_uid(m, sg.neuron),
+            "props": {
+                "class": c,
+                "model": m,
+                "layer": sg.neuron.layer,
+                "channel": sg.neuron.channel,
+                "index": sg.index,
+                "size": len(sg.patch_ids),
+                "mean_activation": sg.mean_activation,
+                "space": sg.space,
+                "depth": depth[sg.neuron.layer],
+            },
+        }
+        for sg in circuit.semantic_groups
+    ]
+    rank = {(t.target, ch): i for t in circuit.targets for i, ch in enumerate(t.core)}
+    r["contributes"] = [
+        {
+            "child": neuron_uid(m, e.child),
+            "sg": sg_uid(c, e.parent, e.group),
+            "weight": e.weight,
+            "abs_weight": abs(e.weight),
+            "importance": e.importance,
+            "rank": rank[(e.parent, e.child.channel)],
+            "cls": c,
+        }
+        for e in circuit.edges
+    ]
+    r["neuron_group"] = [
+        {
+            "uid": group_uid(c, g.layer, g.index),
+            "cls": c,
+            "props": {
+                "class": c,
+                "model": m,
+                "layer": g.layer,
+                "index": g.index,
+                "depth": depth[g.layer],
+                "n_members": len(g.members),
+                "n_neurons": len(g.neurons),
+                "channels": [n.channel for n in g.neurons],
+                "n_patches": len(g.patch_ids),
+                "root": depth[g.layer] == 0,
+            },
+        }
+        for g in circuit.groups
+    ]
+    r["member_of"] = [
+        {"sg": sg_uid(c, mem.neuron, mem.semantic_group), "group": group_uid(c, g.layer, g.index)} for g in circuit.groups for mem in g.members
+    ]
+    r["flows_to"] = [
+        {
+            "child": group_uid(c, e.child_layer, e.child_index),
+            "parent": group_uid(c, e.parent_layer, e.parent_index),
+            "weight": e.weight,
+            "abs_weight": abs(e.weight),
+            "n_edges": e.n_edges,
+        }
+        for e in circuit.group_edges
+    ]
+    referenced = sorted({p for sg in circuit.semantic_groups for p in sg.exemplar_ids} | {p for g in circuit.groups for p in g.exemplar_ids})
+    grid = circuit.patches
+    r["patch"] = [
+        {
+            "uid": patch_uid(c, p),
+            "cls": c,
+            "props": {
+                "class": c,
+                "patch_id": p,
+                "image": circuit.image_ids[int(grid.image_index[p])],
+                "box": [int(v) for v in grid.boxes[p]],
+                "scale": float(grid.scales[p]),
+                "thumbnail": thumbnails.get(p),
+            },
+        }
+        for p in referenced
+    ]
+    act_of = {}
+    for sg in circuit.semantic_groups:
+        for pid, a in zip(sg.patch_ids, sg.activations):
+            act_of[(sg.neuron, pid)] = a
+    r["sg_exemplar"] = [
+        {"sg": sg_uid(c, sg.neuron, sg.index), "patch": patch_uid(c, p), "rank": i, "activation": act_of[(sg.neuron, p)]}
+        for sg in circuit.semantic_groups
+        for i, p in enumerate(sg.exemplar_ids)
+    ]
+    r["group_exemplar"] = [
+        {"group": group_uid(c, g.layer, g.index), "patch": patch_uid(c, p), "rank": i} for g in circuit.groups for i, p in enumerate(g.exemplar_ids)
+    ]
+    root_groups = [g for g in circuit.groups if g.layer == circuit.layers[0]]
+    r["class_root"] = [{"cls": c, "group": group_uid(c, g.layer, g.index)} for g in root_groups]
+    r["class_group"] = [{"cls": c, "group": group_uid(c, g.layer, g.index)} for g in circuit.groups]
+    if run is not None:
+        r["run"] = [{"uid": run["uid"], "cls": c, "props": {k: v for k, v in run.items() if k != "uid"}}]
+    return out
