@@ -182,10 +182,8 @@ def ingest(uri, user, password, database, no_link, **kw) -> None:
 
 
 def _maybe_link(conn, paths, quiet: bool) -> None:
-    try:
-        from .atlas_writer import link_artifacts
-    except ImportError:
-        return
+    from .atlas_writer import link_artifacts
+
     link_artifacts(conn, paths, quiet=quiet)
 
 

@@ -170,12 +170,18 @@ def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Pat
     r["member_of"] = [
         {"sg": sg_uid(c, mem.neuron, mem.semantic_group), "group": group_uid(c, g.layer, g.index)} for g in circuit.groups for mem in g.members
     ]
+    into_parent: dict[tuple[str, int], float] = {}
+    for e in circuit.group_edges:
+        into_parent[(e.parent_layer, e.parent_index)] = into_parent.get((e.parent_layer, e.parent_index), 0.0) + abs(e.weight)
     r["flows_to"] = [
         {
             "child": group_uid(c, e.child_layer, e.child_index),
             "parent": group_uid(c, e.parent_layer, e.parent_index),
             "weight": e.weight,
             "abs_weight": abs(e.weight),
+            # the fraction of the parent's incoming |W| this edge carries; a path's product of
+            # shares is the fraction of the root's attribution routed along it
+            "share": abs(e.weight) / into_parent[(e.parent_layer, e.parent_index)] if into_parent[(e.parent_layer, e.parent_index)] > 0 else 0.0,
             "n_edges": e.n_edges,
         }
         for e in circuit.group_edges

@@ -1,0 +1,100 @@
+"""``neurflow link``: compute the concept atlas from artifacts and write it to the graph.
+
+The atlas of a model is replaced as a whole (its Concept nodes and its neuron groups'
+SIMILAR_TO relationships are deleted, then written again), so re-running after more
+classes arrive is idempotent. Only classes present in the graph get links.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from neurflow.atlas import Atlas, build_atlas
+
+from .graph_rows import class_uid, group_uid, model_uid, sg_uid
+from .graph_writer import batched, ensure_schema, run_write
+from .pipeline import find_artifacts, read_artifact
+
+__all__ = ["ATLAS_WRITES", "ATLAS_CLEANUP", "atlas_rows", "link_artifacts"]
+
+ATLAS_CLEANUP: tuple[str, ...] = (
+    "MATCH (k:Concept {model: $model}) DETACH DELETE k",
+    "MATCH (:NeuronGroup {model: $model})-[r:SIMILAR_TO]->() DELETE r",
+)
+
+ATLAS_WRITES: dict[str, str] = {
+    "concept": (
+        "UNWIND $rows AS r MATCH (m:Model {uid: r.model}) MERGE (k:Concept {uid: r.uid}) SET k += r.props "
+        "MERGE (m)-[:HAS_CONCEPT]->(k)"
+    ),
+    "expresses": (
+        "UNWIND $rows AS r MATCH (s:SemanticGroup {uid: r.sg}) MATCH (k:Concept {uid: r.concept}) "
+        "MERGE (s)-[e:EXPRESSES]->(k) SET e.distance = r.distance"
+    ),
+    "similar_to": (
+        "UNWIND $rows AS r MATCH (a:NeuronGroup {uid: r.a}) MATCH (b:NeuronGroup {uid: r.b}) "
+        "MERGE (a)-[e:SIMILAR_TO]->(b) SET e.jaccard = r.jaccard, e.shared = r.shared"
+    ),
+}
+
+
+def atlas_rows(model: str, atlas: Atlas) -> dict[str, list[dict]]:
+    """Rows for :data:`ATLAS_WRITES` (pure)."""
+    concept_uid = {(k.layer, k.index): f"{model}/{k.layer}/k{k.index}" for k in atlas.concepts}
+    return {
+        "concept": [
+            {
+                "uid": concept_uid[(k.layer, k.index)],
+                "model": model,
+                "props": {"model": model, "layer": k.layer, "index": k.index, "size": k.size, "n_classes": len(k.classes), "classes": list(k.classes)},
+            }
+            for k in atlas.concepts
+        ],
+        "expresses": [
+            {"sg": sg_uid(class_uid(model, a.class_index), a.neuron, a.semantic_group), "concept": concept_uid[(a.neuron.layer, a.concept)], "distance": a.distance}
+            for a in atlas.assignments
+        ],
+        "similar_to": [
+            {
+                "a": group_uid(class_uid(model, s.class_a), s.layer, s.group_a),
+                "b": group_uid(class_uid(model, s.class_b), s.layer, s.group_b),
+                "jaccard": s.jaccard,
+                "shared": s.shared,
+            }
+            for s in atlas.similarities
+        ],
+    }
+
+
+def link_artifacts(conn, paths: Sequence[Path], *, quiet: bool = False, batch_size: int = 2000) -> dict[str, dict[str, int]]:
+    """Build and write the atlas of every model found under ``paths``.
+
+    Returns:
+        ``{model uid: {statement: rows}}``.
+    """
+    by_model = defaultdict(list)
+    for directory in find_artifacts(paths):
+        circuit, _, _ = read_artifact(directory)
+        by_model[model_uid(circuit.model_name, circuit.model_fingerprint)].append(circuit)
+    ensure_schema(conn.driver, conn.database)
+    written: dict[str, dict[str, int]] = {}
+    for model, circuits in sorted(by_model.items()):
+        latest = {c.class_index: c for c in circuits}  # one circuit per class
+        atlas = build_atlas(list(latest.values()))
+        rows = atlas_rows(model, atlas)
+        for statement in ATLAS_CLEANUP:
+            run_write(conn.driver, conn.database, statement, model=model)
+        for name, query in ATLAS_WRITES.items():
+            for batch in batched(rows[name], batch_size):
+                run_write(conn.driver, conn.database, query, rows=batch)
+        written[model] = {k: len(v) for k, v in rows.items()}
+        if not quiet:
+            click.echo(
+                f"link: {model}: {len(latest)} classes, {len(rows['concept'])} concepts, "
+                f"{len(rows['expresses'])} semantic-group links, {len(rows['similar_to'])} group similarities"
+            )
+    return written
