@@ -1,0 +1,95 @@
+"""``neurflow demo``: the offline main job.
+
+Generates (or reuses) the procedural demo world and its small CNN, computes the circuits of
+every demo class, loads them into the graph (the embedded database unless ``--uri`` is
+given), builds the concept atlas, runs the bias debugger when it is available, and prints a
+summary with example query results.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .cli_common import connect_from_options, db_options, echo_err, handle_errors
+
+__all__ = ["demo", "DEMO_CONFIG"]
+
+# Settings for the demo: the demo CNN has 64 channels in its upper blocks, so tau is 8.
+DEMO_CONFIG = {"tau": 8, "k": 50, "steps": 16, "method": "gausslegendre"}
+
+
+def _run_query(conn, name: str, **params):
+    from neurflow.queries.registry import run_query
+
+    return run_query(conn.driver, conn.database, name, params)
+
+
+@click.command()
+@click.option("--root", type=click.Path(path_type=Path), default=Path(".neurflow/demo"), show_default=True, help="Where the demo world, model and artifacts live.")
+@db_options
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--skip-debug", is_flag=True, help="Do not run the bias debugger.")
+@handle_errors
+def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: bool) -> None:
+    """Build the demo world and model, ingest every class, and show example queries."""
+    from neurflow.circuit import CircuitConfig
+
+    from .cli_ingest import run_compute, run_load
+    from .demo.model import ensure_demo
+    from .pipeline import ComputeRequest
+
+    t0 = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    world, trained = ensure_demo(root, quiet=quiet)
+    click.echo(
+        f"demo: world {world.root if hasattr(world, 'root') else root / 'world'}; model "
+        f"{'reused' if trained.reused else 'trained'} (val accuracy {trained.val_accuracy:.3f})"
+    )
+    req = ComputeRequest(
+        model="demo",
+        data=root / "world" / "val",
+        out=root / "artifacts",
+        classes="all",
+        config=CircuitConfig(**DEMO_CONFIG),
+        device="auto",
+        demo_root=root,
+    )
+    outcomes = run_compute(req, quiet)
+    directories = [o.directory for o in outcomes if o.status in ("computed", "skipped")]
+    if not directories:
+        raise SystemExit(1)
+    with connect_from_options(uri, user, password, database) as conn:
+        run_load(conn, directories, quiet)
+        from .atlas_writer import link_artifacts
+
+        link_artifacts(conn, [req.out], quiet=quiet)
+        if not skip_debug:
+            try:
+                from .debugging import debug_classes  # the image debugger, when built
+            except ImportError:
+                debug_classes = None
+            if debug_classes is not None:
+                debug_classes(conn, req, classes="all", quiet=quiet)
+        click.echo("")
+        click.echo("overview:")
+        for rec in _run_query(conn, "overview"):
+            click.echo("  " + ", ".join(f"{k}={v}" for k, v in rec.items()))
+        click.echo("")
+        click.echo("trace_class bee (strongest concept-circuit paths into the 'bee' logit):")
+        for rec in _run_query(conn, "trace_class", **{"class": "bee", "limit": 5}):
+            click.echo("  " + ", ".join(f"{k}={_short(v)}" for k, v in rec.items()))
+    click.echo(f"demo: done in {time.perf_counter() - t0:.1f} s. Try: neurflow query --list")
+    if any(o.status == "failed" for o in outcomes):
+        echo_err("demo: some classes failed (see above)")
+        raise SystemExit(1)
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) > 8:
+        return str(value[:8])[:-1] + ", ...]"
+    return str(value)
