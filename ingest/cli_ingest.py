@@ -111,11 +111,11 @@ def run_compute(req, quiet: bool) -> list:
     return outcomes
 
 
-def run_load(conn, directories, quiet: bool) -> list:
+def run_load(conn, directories, quiet: bool, batch_size: int = 2000) -> list:
     from .pipeline import load as do_load
     from .progress import bar_factory
 
-    outcomes = do_load(conn.driver, conn.database, directories, progress=bar_factory(quiet), log=echo_err)
+    outcomes = do_load(conn.driver, conn.database, directories, progress=bar_factory(quiet), log=echo_err, batch_size=batch_size)
     loaded = [o for o in outcomes if o.status == "loaded"]
     rels = sum(o.relationships for o in loaded)
     nodes = sum(n for o in loaded for k, n in o.rows.items() if k in ("semantic_group", "neuron_group", "patch", "neuron", "class", "layer", "model", "run"))
@@ -141,15 +141,25 @@ def compute(**kw) -> None:
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_options
 @click.option("--no-link", is_flag=True, help="Do not rebuild the cross-class concept atlas afterwards.")
+@click.option("--batch-size", type=int, default=2000, show_default=True, help="Rows per UNWIND transaction.")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def load(artifacts, uri, user, password, database, no_link, quiet) -> None:
+def load(artifacts, uri, user, password, database, no_link, batch_size, quiet) -> None:
     """Load existing circuit artifacts into the graph (replacing those classes' subgraphs)."""
+    from neurflow.artifact import is_complete
+
+    from .errors import ArtifactError
     from .pipeline import find_artifacts
 
     directories = find_artifacts(artifacts)
+    broken = [d for d in directories if not is_complete(d)]
+    for d in broken:
+        echo_err(f"  {d}: incomplete or corrupt artifact, skipped (re-run 'neurflow compute' for it)")
+    directories = [d for d in directories if d not in broken]
+    if not directories:
+        raise ArtifactError("no complete circuit artifact to load")
     with connect_from_options(uri, user, password, database) as conn:
-        outcomes = run_load(conn, directories, quiet)
+        outcomes = run_load(conn, directories, quiet, batch_size)
         if not no_link:
             _maybe_link(conn, directories, quiet)
     if any(o.status == "failed" for o in outcomes):

@@ -316,7 +316,15 @@ def read_artifact(directory: Path) -> tuple[Circuit, dict | None, dict[int, str]
     return circuit, run, thumbs
 
 
-def load(driver, database: str | None, directories: Sequence[Path], *, progress: ProgressFactory | None = None, log: Callable[[str], None] = print) -> list[LoadOutcome]:
+def load(
+    driver,
+    database: str | None,
+    directories: Sequence[Path],
+    *,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] = print,
+    batch_size: int = 2000,
+) -> list[LoadOutcome]:
     """Load artifacts into the graph, replacing each class's subgraph.
 
     Incomplete or corrupt artifacts are reported and skipped; database errors stop the load
@@ -338,7 +346,7 @@ def load(driver, database: str | None, directories: Sequence[Path], *, progress:
         total = sum(len(v) for v in rows.rows.values())
         bar = progress(f"loading {circuit.class_name}", total) if progress is not None else None
         try:
-            stats = write_class(driver, database, rows, progress=bar)
+            stats = write_class(driver, database, rows, progress=bar, batch_size=batch_size)
         finally:
             if bar is not None:
                 bar.close()  # type: ignore[attr-defined]

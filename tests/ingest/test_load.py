@@ -1,0 +1,173 @@
+"""Loading artifacts into the embedded graph database: counts, idempotence, kill and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neurflow import load_circuit
+from neurflow.ingest.graph_rows import circuit_rows
+from neurflow.ingest.pipeline import find_artifacts, load, read_artifact
+
+LABELS = ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "Run")
+RELS = ("HAS_LAYER", "FEEDS", "IN_LAYER", "OF_MODEL", "LOGIT", "HAS_SEMANTIC_GROUP", "CONTRIBUTES", "MEMBER_OF", "FLOWS_TO", "EXEMPLAR", "ROOT", "HAS_GROUP", "BUILT_BY")
+
+
+def graph_counts(conn) -> dict[str, int]:
+    out = {}
+    for label in LABELS:
+        records, _, _ = conn.driver.execute_query(f"MATCH (n:{label}) RETURN count(n) AS n", database_=conn.database)
+        out[label] = records[0]["n"]
+    for rel in RELS:
+        records, _, _ = conn.driver.execute_query(f"MATCH ()-[r:{rel}]->() RETURN count(r) AS n", database_=conn.database)
+        out[rel] = records[0]["n"]
+    return out
+
+
+def expected_counts(directories) -> dict[str, int]:
+    """What the artifacts say the graph must hold (shared nodes counted once)."""
+    sets: dict[str, set] = {k: set() for k in (*LABELS, *RELS)}
+    for d in directories:
+        circuit, run, thumbs = read_artifact(d)
+        r = circuit_rows(circuit, run=run, thumbnails=thumbs).rows
+        sets["Model"] |= {x["uid"] for x in r["model"]}
+        sets["Layer"] |= {x["uid"] for x in r["layer"]}
+        sets["HAS_LAYER"] |= {x["uid"] for x in r["layer"]}
+        sets["FEEDS"] |= {(x["lower"], x["upper"]) for x in r["layer_feeds"]}
+        sets["Neuron"] |= {x["uid"] for x in r["neuron"]}
+        sets["IN_LAYER"] |= {x["uid"] for x in r["neuron"]}
+        sets["Class"] |= {x["uid"] for x in r["class"]}
+        sets["OF_MODEL"] |= {x["uid"] for x in r["class"]}
+        sets["LOGIT"] |= {(x["cls"], x["neuron"]) for x in r["class_logit"]}
+        sets["SemanticGroup"] |= {x["uid"] for x in r["semantic_group"]}
+        sets["HAS_SEMANTIC_GROUP"] |= {x["uid"] for x in r["semantic_group"]}
+        sets["CONTRIBUTES"] |= {(x["child"], x["sg"]) for x in r["contributes"]}
+        sets["NeuronGroup"] |= {x["uid"] for x in r["neuron_group"]}
+        sets["MEMBER_OF"] |= {(x["sg"], x["group"]) for x in r["member_of"]}
+        sets["FLOWS_TO"] |= {(x["child"], x["parent"]) for x in r["flows_to"]}
+        sets["Patch"] |= {x["uid"] for x in r["patch"]}
+        sets["EXEMPLAR"] |= {(x["sg"], x["patch"]) for x in r["sg_exemplar"]} | {(x["group"], x["patch"]) for x in r["group_exemplar"]}
+        sets["ROOT"] |= {(x["cls"], x["group"]) for x in r["class_root"]}
+        sets["HAS_GROUP"] |= {(x["cls"], x["group"]) for x in r["class_group"]}
+        sets["Run"] |= {x["uid"] for x in r.get("run", [])}
+        sets["BUILT_BY"] |= {(x["cls"], x["uid"]) for x in r.get("run", [])}
+    return {k: len(v) for k, v in sets.items()}
+
+
+def test_counts_equal_artifacts_and_reload_changes_nothing(graph, artifacts: Path) -> None:
+    dirs = find_artifacts([artifacts])
+    outcomes = load(graph.driver, graph.database, dirs, log=lambda _: None)
+    assert [o.status for o in outcomes] == ["loaded"] * 3
+    first = graph_counts(graph)
+    assert first == expected_counts(dirs)
+    assert first["CONTRIBUTES"] > 0 and first["FLOWS_TO"] > 0
+    load(graph.driver, graph.database, dirs, log=lambda _: None)
+    assert graph_counts(graph) == first
+    records, _, _ = graph.driver.execute_query("MATCH (c:Class) RETURN collect(c.complete) AS c", database_=graph.database)
+    assert records[0]["c"] == [True, True, True]
+
+
+def test_edge_weights_survive_the_round_trip(graph, artifacts: Path) -> None:
+    d = find_artifacts([artifacts])[0]
+    load(graph.driver, graph.database, [d], log=lambda _: None)
+    circuit = load_circuit(d)
+    records, _, _ = graph.driver.execute_query(
+        "MATCH (n:Neuron)-[e:CONTRIBUTES]->(s:SemanticGroup) RETURN n.layer AS layer, n.channel AS ch, s.channel AS parent, s.index AS j, e.weight AS w",
+        database_=graph.database,
+    )
+    got = {(r["layer"], r["ch"], r["parent"], r["j"]): r["w"] for r in records}
+    want = {(e.child.layer, e.child.channel, e.parent.channel, e.group): e.weight for e in circuit.edges}
+    assert got.keys() == want.keys()
+    assert max(abs(got[k] - want[k]) for k in want) < 1e-12
+
+
+def _cli_env(graph) -> dict[str, str]:
+    from neurflow.ingest import embedded_db
+
+    env = dict(os.environ)
+    env.update(NEURFLOW_URI=graph.uri, NEURFLOW_USER=graph.user, NEURFLOW_PASSWORD=embedded_db.password(), NEURFLOW_DATABASE=graph.database)
+    return env
+
+
+def test_killed_load_then_rerun_gives_the_same_graph(graph, artifacts: Path) -> None:
+    """A real SIGKILL in the middle of loading, then a re-run: same graph as uninterrupted."""
+    dirs = find_artifacts([artifacts])
+    load(graph.driver, graph.database, dirs, log=lambda _: None)
+    reference = graph_counts(graph)
+    graph.driver.execute_query("MATCH (n) DETACH DELETE n", database_=graph.database)
+
+    cmd = [sys.executable, "-m", "neurflow.ingest.cli", "load", *map(str, dirs), "--batch-size", "5", "--no-link", "--quiet"]
+    proc = subprocess.Popen(cmd, env=_cli_env(graph), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        records, _, _ = graph.driver.execute_query("MATCH ()-[e:CONTRIBUTES]->() RETURN count(e) AS n", database_=graph.database)
+        if records[0]["n"] > 0:
+            proc.send_signal(signal.SIGKILL)
+            killed_at = records[0]["n"]
+            break
+        time.sleep(0.05)
+    proc.wait(timeout=30)
+    assert killed_at is not None, "the load finished before it could be killed"
+    partial = graph_counts(graph)
+    assert partial != reference  # really interrupted
+    rerun = subprocess.run(cmd, env=_cli_env(graph), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert graph_counts(graph) == reference
+
+
+def test_unreachable_database_keeps_artifacts(tmp_path: Path, image_folder: Path) -> None:
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+
+    from .conftest import COMPUTE_ARGS
+
+    out = tmp_path / "arts"
+    result = CliRunner().invoke(
+        main,
+        ["ingest", "--data", str(image_folder), "--out", str(out), "--classes", "beta", "--uri", "bolt://127.0.0.1:1",
+         "--user", "neo4j", "--password", "s3cret-value", *COMPUTE_ARGS],
+    )
+    assert result.exit_code != 0
+    assert "cannot reach the graph database" in result.output
+    assert "s3cret-value" not in result.output
+    assert len(find_artifacts([out])) == 1  # computed before the load failed: 'neurflow load' can finish later
+
+
+def test_wrong_password_message(bolt, artifacts: Path) -> None:
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+
+    result = CliRunner().invoke(main, ["load", str(artifacts), "--uri", bolt.uri, "--user", bolt.user, "--password", "wrong-pass-123", "--database", bolt.database])
+    assert result.exit_code == 4
+    assert "refused" in result.output.lower() or "credentials" in result.output.lower()
+    assert "wrong-pass-123" not in result.output
+
+
+@pytest.mark.parametrize("bad", ["missing", "empty", "partial"])
+def test_load_bad_artifacts(tmp_path: Path, bad: str) -> None:
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+
+    target = tmp_path / "x"
+    if bad != "missing":
+        target.mkdir()
+    if bad == "partial":
+        (target / "circuit.json").write_text("{")
+    result = CliRunner().invoke(main, ["load", str(target), "--uri", "bolt://127.0.0.1:1"])
+    assert result.exit_code != 0
+    if bad == "missing":
+        assert "does not exist" in result.output
+    elif bad == "empty":
+        assert "no circuit artifacts found" in result.output
+    else:
+        assert result.exit_code == 3 and "incomplete or corrupt" in result.output
