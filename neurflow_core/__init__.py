@@ -24,7 +24,7 @@ _EXPORTS: dict[str, str] = {
     "CoreNeurons": "circuit", "GroupEdge": "circuit", "GroupMember": "circuit", "HypertreeEdge": "circuit",
     "NeuronGroup": "circuit", "NeuronRef": "circuit", "SemanticGroup": "circuit",
     "data_fingerprint": "fingerprint", "model_fingerprint": "fingerprint",
-    "knockout": "knockout", "retain": "knockout",
+    "knockout": "masking", "retain": "masking", "channel_mask": "masking",
     "concept_overlap": "metrics", "group_concept_metric": "metrics", "knockout_concepts": "metrics",
     "PatchGrid": "patches", "crop_patches": "patches", "make_patch_grid": "patches",
     "LAYER_PRESETS": "presets", "preset_layers": "presets",
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from .debugging import bias_score, debug_circuit
     from .fingerprint import data_fingerprint, model_fingerprint
-    from .knockout import knockout, retain
+    from .masking import knockout, retain
     from .metrics import concept_overlap, group_concept_metric, knockout_concepts
     from .patches import PatchGrid, crop_patches, make_patch_grid
     from .presets import LAYER_PRESETS, preset_layers

@@ -94,7 +94,7 @@ def _to_json(c: Circuit, arrays_sha: str) -> dict:
         for neuron in sorted(sgs_by_neuron, key=lambda n: n.channel):
             if neuron.layer != layer:
                 continue
-            groups = sgs_by_neuron[neuron]
+            groups = sorted(sgs_by_neuron[neuron], key=lambda sg: sg.index)  # the sg_vectors row order
             entry: dict = {
                 "channel": neuron.channel,
                 "semantic_groups": [
@@ -180,7 +180,8 @@ def _arrays(c: Circuit) -> dict[str, np.ndarray]:
         "patch_scales": c.patches.scales.astype(np.float64),
     }
     for layer in c.layers:
-        targets = [t for t in c.targets if t.target.layer == layer]
+        # rows in channel order: the order load_circuit reads the JSON's neurons in
+        targets = sorted((t for t in c.targets if t.target.layer == layer), key=lambda t: t.target.channel)
         if targets:
             arrays[f"importance:{layer}"] = np.stack([t.all_scores for t in targets]).astype(np.float32)
         sgs = sorted((sg for sg in c.semantic_groups if sg.neuron.layer == layer), key=lambda s: (s.neuron.channel, s.index))
@@ -236,11 +237,14 @@ def _read_json(directory: Path) -> dict:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    if doc.get("kind") != "neurflow.circuit":
+    if not isinstance(doc, dict) or doc.get("kind") != "neurflow.circuit":
         raise ArtifactError(f"{path} is not a NeurFlow circuit")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise ArtifactError(f"{path} has schema version {doc.get('schema_version')}; this NeurFlow reads version {SCHEMA_VERSION}")
-    arrays = directory / doc["arrays"]["file"]
+    try:
+        arrays = directory / doc["arrays"]["file"]
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} lacks the arrays entry") from exc
     if not arrays.is_file():
         raise ArtifactError(f"{directory} is incomplete: {arrays.name} is missing")
     if _sha256(arrays) != doc["arrays"]["sha256"]:
@@ -265,6 +269,13 @@ def load_circuit(directory: str | os.PathLike) -> Circuit:
     """
     directory = Path(directory)
     doc = _read_json(directory)
+    try:
+        return _from_json(doc, directory)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ArtifactError(f"{directory / CIRCUIT_FILE} does not follow schema version {SCHEMA_VERSION}: {type(exc).__name__}: {exc}") from exc
+
+
+def _from_json(doc: dict, directory: Path) -> Circuit:
     with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     cfg = dict(doc["config"])

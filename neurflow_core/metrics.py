@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .activations import patch_activations, top_k
-from .knockout import knockout
+from .masking import knockout
 from .patches import PatchGrid
 from .segments import ModelSplit
 
@@ -71,6 +71,14 @@ def knockout_concepts(
     Returns:
         One ``[k]`` array of patch ids per target.
     """
+    called = {node.target for node in split.graph_module.graph.nodes if node.op == "call_module"}
+    for name in knock:
+        if name not in called:
+            raise ValueError(
+                f"cannot knock out layer '{name}': the traced split never calls it as one module "
+                f"(torch.fx traced through it), so a hook on it would not run; add '{name}' to the "
+                "split's layers"
+            )
     with knockout(model, knock):
         acts = patch_activations(split, images, grid, [target_layer], batch_size=batch_size)[target_layer]
     return [top_k(acts[:, t], k) for t in targets]

@@ -116,7 +116,8 @@ def crop_patches(images: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
         raise ValueError(f"images must be {size}x{size}, got {tuple(images.shape[-2:])}")
     out = images.new_empty(len(grid), images.shape[1], size, size)
     # group by box so each distinct box is one batched crop + resize
-    keys = grid.boxes[:, 0] * 1_000_003 + grid.boxes[:, 1] * 1009 + (grid.boxes[:, 2] - grid.boxes[:, 0])
+    _, keys = np.unique(grid.boxes, axis=0, return_inverse=True)
+    keys = keys.reshape(-1)
     for key in np.unique(keys):
         sel = np.nonzero(keys == key)[0]
         x0, y0, x1, y1 = (int(v) for v in grid.boxes[sel[0]])

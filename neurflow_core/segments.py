@@ -176,10 +176,16 @@ def _extract(gm: fx.GraphModule, outputs: dict[str, fx.Node]) -> fx.GraphModule:
     needed = set()
     for node in outputs.values():
         needed |= _ancestors(node, stop=None) | {node}
+    wanted = set(outputs.values())
+    copies: dict[fx.Node, fx.Node] = {}
     for node in gm.graph.nodes:
         if node in needed:
             env[node] = graph.node_copy(node, lambda n: env[n])
-    graph.output({name: env[node] for name, node in outputs.items()})
+            if node in wanted and any(user in needed for user in node.users):
+                # a later op of this prefix may modify the output in place (ReLU(inplace=True)):
+                # return a copy taken before that op runs
+                copies[node] = graph.call_method("clone", (env[node],))
+    graph.output({name: copies.get(node, env[node]) for name, node in outputs.items()})
     graph.lint()
     return fx.GraphModule(gm, graph)
 
@@ -238,7 +244,10 @@ def _cut(gm: fx.GraphModule, lower: fx.Node, upper: fx.Node, lower_name: str, up
                     f"the cut). Choose layers at block boundaries."
                 )
     graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {lower: graph.placeholder("x")}
+    # Work on a copy of the input: an in-place op right after the cut (ReLU(inplace=True))
+    # would otherwise overwrite the caller's tensor, and autograd refuses in-place ops on the
+    # leaf that integrated gradients differentiates.
+    env: dict[fx.Node, fx.Node] = {lower: graph.call_method("clone", (graph.placeholder("x"),))}
     for node in gm.graph.nodes:
         if node in ancestors and node is not lower:
             env[node] = graph.node_copy(node, lambda n: env[n])
