@@ -23,7 +23,7 @@ from neurflow.circuit import Circuit
 from neurflow.debugging import ClassDebug, debug_circuit
 
 from .errors import ArtifactError, DatabaseError, InputError
-from .graph_rows import class_uid, group_uid, model_uid, patch_uid
+from .graph_rows import class_uid, group_uid, model_uid, patch_props, patch_uid
 from .pipeline import artifact_dir, find_artifacts, read_artifact
 
 __all__ = ["DEBUG_WRITES", "debug_rows", "debug_classes", "write_debug", "shared_concepts"]
@@ -88,23 +88,10 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str])
         for r, (i, drop) in enumerate(e.top_images):
             source = "tp" if i < n_tp else "fp" if i < n_tp + n_fp else "user"
             rows["images"].append({"group": g, "uid": f"{m}/img/{image_paths[i]}", "path": image_paths[i], "model": m, "source": source, "rank": r, "logit_drop": drop})
-        grid = circuit.patches
         for r, (p, drop) in enumerate(e.top_patches):
-            rows["patches"].append(
-                {
-                    "group": g,
-                    "uid": patch_uid(c, p),
-                    "rank": r,
-                    "logit_drop": drop,
-                    "props": {
-                        "class": c,
-                        "patch_id": p,
-                        "image": circuit.image_ids[int(grid.image_index[p])],
-                        "box": [int(v) for v in grid.boxes[p]],
-                        "scale": float(grid.scales[p]),
-                    },
-                }
-            )
+            props = patch_props(circuit, c, p)
+            del props["thumbnail"]  # keep a thumbnail the loader wrote
+            rows["patches"].append({"group": g, "uid": patch_uid(c, p), "rank": r, "logit_drop": drop, "props": props})
     return rows
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from neurflow.circuit import Circuit, NeuronRef
 
-__all__ = ["GraphRows", "circuit_rows", "model_uid", "class_uid", "neuron_uid", "layer_uid", "sg_uid", "group_uid", "patch_uid"]
+__all__ = ["GraphRows", "circuit_rows", "patch_props", "model_uid", "class_uid", "neuron_uid", "layer_uid", "sg_uid", "group_uid", "patch_uid"]
 
 
 def model_uid(name: str, fingerprint: str) -> str:
@@ -53,6 +53,19 @@ def group_uid(cls: str, layer: str, index: int) -> str:
 
 def patch_uid(cls: str, patch_id: int) -> str:
     return f"{cls}/p{patch_id}"
+
+
+def patch_props(circuit: Circuit, cls: str, patch_id: int, thumbnail: str | None = None) -> dict:
+    """Properties of a Patch node: its image, crop box and scale in the class's patch grid."""
+    grid = circuit.patches
+    return {
+        "class": cls,
+        "patch_id": int(patch_id),
+        "image": circuit.image_ids[int(grid.image_index[patch_id])],
+        "box": [int(v) for v in grid.boxes[patch_id]],
+        "scale": float(grid.scales[patch_id]),
+        "thumbnail": thumbnail,
+    }
 
 
 @dataclass
@@ -187,22 +200,7 @@ def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Pat
         for e in circuit.group_edges
     ]
     referenced = sorted({p for sg in circuit.semantic_groups for p in sg.exemplar_ids} | {p for g in circuit.groups for p in g.exemplar_ids})
-    grid = circuit.patches
-    r["patch"] = [
-        {
-            "uid": patch_uid(c, p),
-            "cls": c,
-            "props": {
-                "class": c,
-                "patch_id": p,
-                "image": circuit.image_ids[int(grid.image_index[p])],
-                "box": [int(v) for v in grid.boxes[p]],
-                "scale": float(grid.scales[p]),
-                "thumbnail": thumbnails.get(p),
-            },
-        }
-        for p in referenced
-    ]
+    r["patch"] = [{"uid": patch_uid(c, p), "cls": c, "props": patch_props(circuit, c, p, thumbnails.get(p))} for p in referenced]
     act_of = {}
     for sg in circuit.semantic_groups:
         for pid, a in zip(sg.patch_ids, sg.activations):
