@@ -32,7 +32,9 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q tests -m "not slow and not db"
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/bench_core.py
+	$(PY) benchmarks/bench_core.py --json benchmarks/results/core_cpu.json
+	$(PY) benchmarks/bench_evaluate.py
+	$(PY) benchmarks/bench_queries.py
 
 clean-demo:
 	rm -rf .neurflow/demo

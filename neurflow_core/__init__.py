@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "LAYER_PRESETS": "presets", "preset_layers": "presets",
     "ModelSplit": "segments", "neuron_activations": "segments", "split_model": "segments",
     "build_atlas": "atlas", "debug_circuit": "debugging", "bias_score": "debugging",
+    "EvaluationConfig": "evaluation", "evaluate_circuit": "evaluation",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -48,7 +49,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover  # noqa: F401 (re-exports for type checkers)
     from .artifact import ArtifactError, is_complete, load_circuit, save_circuit
     from .atlas import build_atlas
     from .attribution import QUADRATURES, integrated_gradients, quadrature
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
         HypertreeEdge, NeuronGroup, NeuronRef, SemanticGroup,
     )
     from .debugging import bias_score, debug_circuit
+    from .evaluation import EvaluationConfig, evaluate_circuit
     from .fingerprint import data_fingerprint, model_fingerprint
     from .masking import knockout, retain
     from .metrics import concept_overlap, group_concept_metric, knockout_concepts

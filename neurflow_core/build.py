@@ -10,13 +10,13 @@ Then neuron groups per layer and the concept circuit's edges.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from .progress import ProgressFactory, stage
 from .activations import feature_maps, patch_activations, top_k
 from .attribution import integrated_gradients
 from .circuit import (
@@ -38,31 +38,6 @@ from .segments import ModelSplit, split_model
 __all__ = ["build_circuit", "select_class_images", "ProgressFactory"]
 
 
-class _Bar(Protocol):
-    def update(self, n: int = 1) -> object: ...
-
-    def close(self) -> object: ...
-
-
-ProgressFactory = Callable[[str, int], _Bar]
-"""``progress(stage, total)`` returns a bar with ``update(n)`` and ``close()`` (tqdm fits)."""
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _stage(progress: ProgressFactory | None, name: str, total: int) -> Iterator[_Bar]:
-    bar = progress(name, total) if progress is not None else _NoBar()
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 @contextlib.contextmanager
@@ -138,7 +113,7 @@ def build_circuit(
     with _frozen(model):
         split = split_model(model, layers)
         grid = make_patch_grid(images.shape[0], images.shape[-1], config.scales, config.stride_ratio)
-        with _stage(progress, "activations", len(grid)) as bar:
+        with stage(progress, "activations", len(grid)) as bar:
             acts = patch_activations(split, images, grid, batch_size=config.batch_size, progress=bar.update)
         n_logits = acts[split.layers[0]].shape[1]
         if not 0 <= class_index < n_logits:
@@ -224,7 +199,7 @@ def _hypertree(
         for t, concept in enumerate(concepts):
             membership[t, [position[int(p)] for p in concept]] = True
         x = feature_maps(split, lower, images, grid, union, batch_size=config.batch_size)  # [U, C_lower, ...]
-        with _stage(progress, f"integrated gradients {upper} -> {lower}", 1) as bar:
+        with stage(progress, f"integrated gradients {upper} -> {lower}", 1) as bar:
             attr = integrated_gradients(
                 split.segment(upper), x, torch.tensor(targets), membership, steps=config.steps, method=config.method, max_batch=config.ig_batch
             )  # [T, U, C_lower]
@@ -232,7 +207,7 @@ def _hypertree(
         attr = attr.double().cpu().numpy()
         del x
         next_targets: set[int] = set()
-        with _stage(progress, f"clustering {upper}", len(targets)) as bar:
+        with stage(progress, f"clustering {upper}", len(targets)) as bar:
             for t, a in enumerate(targets):
                 neuron = NeuronRef(upper, int(a))
                 concept = concepts[t]
