@@ -6,6 +6,9 @@ are raised as :class:`~neurflow.ingest.errors.DatabaseError`, not swallowed.
 
 * Every value travels as a query parameter, in ``UNWIND $rows AS r`` batches; no value is
   ever formatted into Cypher text.
+* Relationship patterns start at the class-owned node (``MERGE (s)<-[e:CONTRIBUTES]-(n)``):
+  ArcadeDB expands a pattern from its first node, and shared neurons gain degree with every
+  class (438 vs 7,515 rows/s after 25 classes); Neo4j picks the cheaper side either way.
 * Every statement runs in a managed transaction (``driver.execute_query`` with an explicit
   ``database_``), which the driver retries on transient errors; statements are therefore
   idempotent (``MERGE`` on uniquely constrained ``uid`` keys).
@@ -33,7 +36,7 @@ __all__ = ["SCHEMA", "WRITES", "CLASS_CLEANUP", "WriteStats", "batched", "ensure
 SCHEMA: tuple[str, ...] = (
     *(
         f"CREATE CONSTRAINT {label.lower()}_uid IF NOT EXISTS FOR (n:{label}) REQUIRE n.uid IS UNIQUE"
-        for label in ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "Run", "Concept")
+        for label in ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "Run", "Concept", "Image")
     ),
     "CREATE INDEX semantic_group_class IF NOT EXISTS FOR (n:SemanticGroup) ON (n.class)",
     "CREATE INDEX neuron_group_class IF NOT EXISTS FOR (n:NeuronGroup) ON (n.class)",
@@ -61,11 +64,11 @@ WRITES: dict[str, str] = {
     "class_logit": "UNWIND $rows AS r MATCH (c:Class {uid: r.cls}) MATCH (n:Neuron {uid: r.neuron}) MERGE (c)-[:LOGIT]->(n)",
     "semantic_group": (
         "UNWIND $rows AS r MATCH (n:Neuron {uid: r.neuron}) MERGE (s:SemanticGroup {uid: r.uid}) "
-        "SET s += r.props MERGE (n)-[:HAS_SEMANTIC_GROUP]->(s)"
+        "SET s += r.props MERGE (s)<-[:HAS_SEMANTIC_GROUP]-(n)"
     ),
     "contributes": (
         "UNWIND $rows AS r MATCH (n:Neuron {uid: r.child}) MATCH (s:SemanticGroup {uid: r.sg}) "
-        "MERGE (n)-[e:CONTRIBUTES]->(s) SET e.weight = r.weight, e.abs_weight = r.abs_weight, "
+        "MERGE (s)<-[e:CONTRIBUTES]-(n) SET e.weight = r.weight, e.abs_weight = r.abs_weight, "
         "e.importance = r.importance, e.rank = r.rank, e.class = r.cls"
     ),
     "neuron_group": "UNWIND $rows AS r MERGE (g:NeuronGroup {uid: r.uid}) SET g += r.props",
