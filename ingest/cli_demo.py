@@ -24,7 +24,7 @@ DEMO_CONFIG = {"tau": 8, "k": 50, "steps": 16, "method": "gausslegendre"}
 def _run_query(conn, name: str, **params):
     from neurflow.queries.registry import run_query
 
-    return run_query(conn.driver, conn.database, name, params)
+    return run_query(conn.driver, name, params, database=conn.database)
 
 
 @click.command()
@@ -74,13 +74,19 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
             if debug_classes is not None:
                 debug_classes(conn, req, classes="all", quiet=quiet)
         click.echo("")
-        click.echo("overview:")
-        for rec in _run_query(conn, "overview"):
-            click.echo("  " + ", ".join(f"{k}={v}" for k, v in rec.items()))
+        click.echo("query overview (nodes and relationships in the graph):")
+        rows = [rec for rec in _run_query(conn, "overview") if rec["section"] in ("node", "relationship")]
+        click.echo("  " + ", ".join(f"{rec['name']}={rec['count']}" for rec in rows))
         click.echo("")
-        click.echo("trace_class bee (strongest concept-circuit paths into the 'bee' logit):")
+        click.echo("query trace_class --param class=bee --param limit=5 (strongest paths into the 'bee' logit):")
         for rec in _run_query(conn, "trace_class", **{"class": "bee", "limit": 5}):
-            click.echo("  " + ", ".join(f"{k}={_short(v)}" for k, v in rec.items()))
+            click.echo(f"  #{rec['rank']} weight {rec['weight']:.4f}: " + " -> ".join(rec["groups"]))
+        biased = _run_query(conn, "biased_groups", threshold=0.0, limit=3)
+        if biased:
+            click.echo("")
+            click.echo("query biased_groups --param threshold=0 --param limit=3 (highest bias scores):")
+            for rec in biased:
+                click.echo("  " + ", ".join(f"{k}={_short(v)}" for k, v in rec.items() if k in ("rank", "class_name", "group", "bias_score", "mask_fp_flip", "effect_z")))
     click.echo(f"demo: done in {time.perf_counter() - t0:.1f} s. Try: neurflow query --list")
     if any(o.status == "failed" for o in outcomes):
         echo_err("demo: some classes failed (see above)")

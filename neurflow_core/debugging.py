@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from .circuit import Circuit, NeuronGroup
+from .activations import patch_activations
 from .metrics import group_concept_metric
 from .patches import crop_patches, make_patch_grid
-from .segments import ModelSplit, neuron_activations, split_model
+from .segments import ModelSplit, split_model
 
 __all__ = ["GroupEvidence", "ClassDebug", "bias_score", "debug_circuit", "BIAS_THRESHOLD"]
 
@@ -143,22 +144,20 @@ def _layer_maps(split: ModelSplit, layer: str, images: torch.Tensor, batch: int 
     return torch.cat([ex(images[i : i + batch])[layer] for i in range(0, len(images), batch)]) if len(images) else images.new_zeros(0)
 
 
-@torch.no_grad()
-def _image_metric(split: ModelSplit, circuit: Circuit, group: NeuronGroup, images: torch.Tensor) -> np.ndarray:
-    """M per image: the maximum over the image's patches (scales of the circuit's config)."""
-    if len(images) == 0:
+def _image_metric(circuit: Circuit, group: NeuronGroup, patch_acts: torch.Tensor, image_index: np.ndarray, n_images: int) -> np.ndarray:
+    """M per image: the maximum over the image's patches (scales of the circuit's config).
+
+    Args:
+        patch_acts: ``[P, C]`` spatial-mean activations of every patch at the group's layer.
+        image_index: ``[P]`` the image of each patch.
+    """
+    if n_images == 0:
         return np.zeros(0)
     channels = [n.channel for n in group.neurons]
     max_d = np.array([circuit.activation(n).max() for n in group.neurons])
-    grid = make_patch_grid(len(images), images.shape[-1], circuit.config.scales, circuit.config.stride_ratio)
-    ex = split.extractor([group.layer])
-    scores = np.zeros(len(grid))
-    for start in range(0, len(grid), 256):
-        sub = grid.subset(np.arange(start, min(start + 256, len(grid))))
-        acts = neuron_activations(ex(crop_patches(images, sub))[group.layer])[:, channels].double().cpu().numpy()
-        scores[start : start + len(sub)] = group_concept_metric(acts, max_d)
-    per_image = np.full(len(images), -np.inf)
-    np.maximum.at(per_image, grid.image_index, scores)
+    scores = group_concept_metric(patch_acts[:, channels].double().numpy(), max_d)
+    per_image = np.full(n_images, -np.inf)
+    np.maximum.at(per_image, image_index, scores)
     return per_image
 
 
@@ -219,7 +218,10 @@ def debug_circuit(
         patch_imgs = crop_patches(class_images.to(device), circuit.patches.subset(patch_ids))
         base_patch = model(patch_imgs)[:, c]
     evidence = []
-    chosen = layers if layers is not None else circuit.layers[1:]
+    chosen = list(layers if layers is not None else circuit.layers[1:])
+    # one streaming pass: every layer's activations on every patch of every image (for M)
+    grid = make_patch_grid(max(len(all_images), 1), all_images.shape[-1], circuit.config.scales, circuit.config.stride_ratio)
+    patch_acts = patch_activations(split, all_images, grid, chosen) if len(all_images) else {}
     for layer in chosen:
         groups = circuit.groups_of(layer)
         if not groups:
@@ -230,7 +232,7 @@ def debug_circuit(
         patch_feats = _layer_maps(split, layer, patch_imgs) if patch_ids is not None else None
         for g in groups:
             channels = [n.channel for n in g.neurons]
-            metric = _image_metric(split, circuit, g, all_images)
+            metric = _image_metric(circuit, g, patch_acts[layer], grid.image_index, len(all_images)) if len(all_images) else np.zeros(0)
 
             def effects(chs: Sequence[int]) -> tuple[float, float, float | None, torch.Tensor]:
                 logits = _masked_logits(suffix, feats, chs)
