@@ -1,0 +1,124 @@
+"""`neurflow debug`: evidence written in one transaction, and every bad input's message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from neurflow.ingest import debugging
+from neurflow.ingest.cli import main
+from neurflow.ingest.errors import DatabaseError
+from neurflow.ingest.pipeline import find_artifacts, load
+
+from .conftest import TINY
+from .tiny_model import make
+
+
+@pytest.fixture(scope="module")
+def predicted(image_folder: Path) -> int:
+    """The class the untrained tiny model predicts for the images (the one with false positives)."""
+    from neurflow.ingest.images import load_class_images, scan_data
+    from neurflow.ingest.models import Preprocess
+
+    data = scan_data(image_folder)
+    pre = Preprocess(32, 37, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    imgs = torch.cat([load_class_images(data, i, pre).tensor for i in range(3)])
+    with torch.no_grad():
+        preds = make().eval()(imgs).argmax(1)
+    counts = torch.bincount(preds, minlength=3)
+    assert counts.max() > 4, "the tiny model must predict some images of other classes as one class"
+    return int(counts.argmax())
+
+
+def _db_args(conn) -> list[str]:
+    from neurflow.ingest import embedded_db
+
+    return ["--uri", conn.uri, "--user", conn.user, "--password", embedded_db.password(), "--database", conn.database]
+
+
+def _debug(conn, image_folder, artifacts, *extra):
+    args = ["debug", "--model", TINY, "--data", str(image_folder), "--out", str(artifacts), "--input-size", "32", "--device", "cpu", "--quiet"]
+    return CliRunner().invoke(main, [*args, *extra, *(_db_args(conn) if conn is not None else ["--no-graph"])])
+
+
+def test_debug_writes_ranked_evidence(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    load(graph.driver, graph.database, find_artifacts([artifacts]), log=lambda _: None)
+    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--draws", "20", "--format", "json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output[result.output.index("[") :])
+    groups = doc[0]["groups"]
+    assert doc[0]["class"]["index"] == predicted and doc[0]["n_fp"] > 0
+    assert {"layer", "neurons", "bias_score", "fp_metric", "fp_flip", "z_fp_flip", "random_fp_flip_mean"} <= groups[0].keys()
+    scores = [g["bias_score"] for g in groups]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    records, _, _ = graph.driver.execute_query(
+        "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_rank IS NOT NULL RETURN g.bias_rank AS r, g.bias_score AS s ORDER BY r",
+        parameters_={"cls": f"{graph_model(graph)}/c{predicted}"},
+        database_=graph.database,
+    )
+    assert [r["r"] for r in records] == list(range(1, len(groups) + 1))
+    assert [r["s"] for r in records] == pytest.approx(scores)
+    records, _, _ = graph.driver.execute_query("MATCH (:NeuronGroup)-[d:DROPS]->(:Image) RETURN count(d) AS n", database_=graph.database)
+    assert records[0]["n"] == sum(len(g["top_images"]) for g in groups)
+
+
+def graph_model(conn) -> str:
+    records, _, _ = conn.driver.execute_query("MATCH (m:Model) RETURN m.uid AS uid", database_=conn.database)
+    return records[0]["uid"]
+
+
+def test_class_without_false_positives(image_folder: Path, artifacts: Path, predicted: int) -> None:
+    other = (predicted + 1) % 3
+    result = _debug(None, image_folder, artifacts, "--classes", str(other))
+    assert result.exit_code == 2
+    assert "no false positives available" in result.output
+
+
+def test_class_not_in_the_graph(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted))
+    assert result.exit_code == 2
+    assert "has no ingested circuit in the graph" in result.output
+
+
+def test_other_weights_are_refused(tmp_path: Path, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    torch.manual_seed(1)
+    other = make()
+    for p in other.parameters():
+        p.data.add_(0.01)
+    weights = tmp_path / "other.pt"
+    torch.save(other.state_dict(), weights)
+    result = _debug(None, image_folder, artifacts, "--classes", str(predicted), "--weights", str(weights))
+    assert result.exit_code == 2
+    assert "differ from those of class" in result.output
+
+
+def test_missing_artifact_and_unreadable_images(tmp_path: Path, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    result = _debug(None, image_folder, tmp_path / "none", "--classes", str(predicted))
+    assert result.exit_code != 0 and "does not exist" in result.output
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.jpg").write_bytes(b"nope")
+    result = _debug(None, image_folder, artifacts, "--classes", str(predicted), "--images", str(bad))
+    assert result.exit_code == 2 and "could be read as an image" in result.output
+
+
+def test_evidence_write_is_all_or_nothing(graph, artifacts: Path, monkeypatch) -> None:
+    """A failure inside the write leaves no partial evidence."""
+    load(graph.driver, graph.database, find_artifacts([artifacts])[:1], log=lambda _: None)
+    cls = f"{graph_model(graph)}/c0"
+    records, _, _ = graph.driver.execute_query("MATCH (g:NeuronGroup {class: $cls}) RETURN g.uid AS uid", parameters_={"cls": cls}, database_=graph.database)
+    rows = {"groups": [{"uid": r["uid"], "props": {"bias_score": 0.5}} for r in records], "images": [], "patches": []}
+    failing = (*debugging.DEBUG_WRITES[:3], ("images", "UNWIND $rows AS r RETURN 1 / 0 AS boom"))
+    monkeypatch.setattr(debugging, "DEBUG_WRITES", failing)
+    rows["images"] = [{"x": 1}]
+    result = debugging.ClassDebug(0, 1, 1, 0, ())
+    with pytest.raises(DatabaseError):
+        debugging.write_debug(graph.driver, graph.database, cls, rows, result)
+    records, _, _ = graph.driver.execute_query(
+        "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", parameters_={"cls": cls}, database_=graph.database
+    )
+    assert records[0]["n"] == 0
