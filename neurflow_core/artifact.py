@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from .circuit import (
 )
 from .patches import PatchGrid
 
-__all__ = ["ArtifactError", "save_circuit", "load_circuit", "is_complete", "CIRCUIT_FILE", "ARRAYS_FILE"]
+__all__ = ["ArtifactError", "save_circuit", "load_circuit", "is_complete", "write_npz", "CIRCUIT_FILE", "ARRAYS_FILE"]
 
 CIRCUIT_FILE = "circuit.json"
 ARRAYS_FILE = "arrays.npz"
@@ -54,8 +55,14 @@ class ArtifactError(ValueError):
     """An artifact is missing, incomplete, corrupt or of an unsupported schema version."""
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` with fixed zip timestamps, so the bytes depend on the data only.
+
+    Written to a temporary file and renamed into place.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
@@ -63,6 +70,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -209,7 +217,7 @@ def save_circuit(circuit: Circuit, directory: str | os.PathLike) -> Path:
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir()
-    _write_npz(partial / ARRAYS_FILE, _arrays(circuit))
+    write_npz(partial / ARRAYS_FILE, _arrays(circuit))
     doc = _to_json(circuit, _sha256(partial / ARRAYS_FILE))
     with open(partial / CIRCUIT_FILE, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1, sort_keys=False)

@@ -43,18 +43,17 @@ Everything is a pure function of ``seed`` (one numpy generator per image, seeded
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import shutil
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from neurflow.artifact import write_npz
 from PIL import Image
 
 from ..errors import ArtifactError, InputError
@@ -222,7 +221,7 @@ def generate_world(
             background_counts[split][cls] = {
                 b: int(np.sum(backgrounds == k)) for k, b in enumerate(BACKGROUNDS)
             }
-        _write_npz(root / f"concepts_{split}.npz", maps)
+        write_npz(root / f"concepts_{split}.npz", maps)
 
     meta = {
         "version": WORLD_VERSION,
@@ -400,20 +399,6 @@ def _is_current(root: Path, seed: int, n_train: int, n_val: int) -> bool:
         and meta.get("image_size") == IMAGE_SIZE
     )
     return same and all((root / f"concepts_{s}.npz").is_file() for s in SPLITS)
-
-
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """``np.savez_compressed`` with fixed zip timestamps, so the bytes depend on data only."""
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for key in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
-            info = zipfile.ZipInfo(key + ".npy", date_time=_FIXED_ZIP_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
 
 
 @lru_cache(maxsize=8)
