@@ -18,7 +18,7 @@ from .nets import tiny_cnn
 RESNET18_LAYERS = [
     "fc", "avgpool", "layer4.1", "layer4.0", "layer3.1", "layer3.0", "layer2.1", "layer2.0",
     "layer1.1", "layer1.0", "maxpool", "relu", "conv1",
-]  # not "bn1": the stem's ReLU(inplace=True) overwrites it, see the xfail tests below
+]  # "bn1" (followed by the stem's in-place ReLU) is covered by the in-place tests below
 GOOGLENET_LAYERS = [*preset_layers("googlenet"), "conv3", "conv2", "maxpool1", "conv1"]
 
 
