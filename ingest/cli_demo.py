@@ -45,7 +45,7 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
     root.mkdir(parents=True, exist_ok=True)
     world, trained = ensure_demo(root, quiet=quiet)
     click.echo(
-        f"demo: world {world.root if hasattr(world, 'root') else root / 'world'}; model "
+        f"demo: world {world.root}; model "
         f"{'reused' if trained.reused else 'trained'} (val accuracy {trained.val_accuracy:.3f})"
     )
     req = ComputeRequest(
