@@ -7,7 +7,7 @@ Workload (defaults = the full configuration): one class (index 0) of torchvision
 20 * 59 = 1180 patches (scales 1 / 0.5 / 0.25, stride 0.5). Every image is used (no
 classification filter).
 
-Three runs, each in its own subprocess so that its peak RSS is its own:
+Four runs, each in its own subprocess so that its peak RSS is its own:
 
 * ``baseline``: the authors' released algorithm (``NeurFlow.py`` of tue147/neurflow),
   re-implemented here: per layer transition the prefix (netA, an ``nn.Sequential`` cut of
@@ -20,7 +20,13 @@ Three runs, each in its own subprocess so that its peak RSS is its own:
   of each target (Ward + silhouette over 2..5 clusters) is done as in the release; the
   next layer's targets are the union of core neurons.
 * ``ours``: ``neurflow.build_circuit`` with the same quadrature and N (identical settings).
-* ``cheap``: ``neurflow.build_circuit`` with a cheaper quadrature (gausslegendre, 16 steps).
+* ``gl16``: ``neurflow.build_circuit`` with a cheaper quadrature (gausslegendre, 16 steps).
+* ``cheap``: the same, with the activation pass (top-k ranking) in bfloat16 autocast
+  (``--cheap-precision``); integrated gradients stay float32.
+
+Ours runs with ``CircuitConfig`` defaults for the speed-only settings: channels_last memory
+layout (``--contiguous`` turns it off) and lower-layer feature maps kept from the activation
+pass (``--map-cache-mb``, 0 recomputes them).
 
 Reported: wall times, speed ratios, peak RSS (and its growth over the process's
 resident set after set-up), the stage breakdown of each run, Jaccard agreement of the
@@ -71,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--method", default="riemann_right", help="IG quadrature for the identical-settings comparison (riemann_right = Eq. 2)")
     p.add_argument("--cheap-method", default="gausslegendre", help="quadrature of the cheaper run of ours")
     p.add_argument("--cheap-steps", type=int, default=16, help="steps of the cheaper run of ours")
+    p.add_argument(
+        "--cheap-precision", default="bfloat16", choices=["float32", "bfloat16"],
+        help="activation-pass precision of the 'cheap' run (the 'gl16' run is the same quadrature in float32)",
+    )
+    p.add_argument("--contiguous", action="store_true", help="ours: CircuitConfig(channels_last=False), for an ablation")
+    p.add_argument("--map-cache-mb", type=int, default=1024, help="ours: CircuitConfig.map_cache_mb (0 recomputes feature maps)")
     p.add_argument("--class-index", type=int, default=0)
     p.add_argument("--layers", nargs="+", default=["fc", "layer4.2", "layer4.1"], help="logit layer first")
     p.add_argument("--seed", type=int, default=0, help="seed of the model weights and of the images")
@@ -80,7 +92,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ig-batch", type=int, default=512, help="ours: interpolated inputs per IG forward (CircuitConfig.ig_batch)")
     p.add_argument("--baseline-batch-size", type=int, default=128, help="baseline: patches per netA/netB forward (release default 128)")
     p.add_argument("--baseline-ig-batch", type=int, default=8, help="baseline: patches per captum call (release run.py default 8)")
-    p.add_argument("--runs", default="baseline,ours,cheap", help="comma-separated subset of baseline,ours,cheap")
+    p.add_argument("--runs", default="baseline,ours,gl16,cheap", help="comma-separated subset of baseline,ours,gl16,cheap")
     p.add_argument(
         "--mallopt",
         action="store_true",
@@ -90,12 +102,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--min-jaccard", type=float, default=0.95, help="required pooled Jaccard at identical settings")
     # internal: one run inside a subprocess
-    p.add_argument("--worker", choices=["baseline", "ours", "cheap"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["baseline", "ours", "gl16", "cheap"], help=argparse.SUPPRESS)
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     for r in args.runs:
-        if r not in ("baseline", "ours", "cheap"):
+        if r not in ("baseline", "ours", "gl16", "cheap"):
             p.error(f"unknown run '{r}'")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda was asked for but CUDA is not available")
@@ -220,13 +232,15 @@ def _setup(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.dev
     return model, images, device
 
 
-def worker_ours(args: argparse.Namespace, cheap: bool) -> dict[str, Any]:
+def worker_ours(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     import neurflow
 
     model, images, device = _setup(args)
-    method, steps = (args.cheap_method, args.cheap_steps) if cheap else (args.method, args.steps)
+    method, steps = (args.method, args.steps) if kind == "ours" else (args.cheap_method, args.cheap_steps)
+    precision = args.cheap_precision if kind == "cheap" else "float32"
     config = neurflow.CircuitConfig(
-        tau=args.tau, k=args.k, steps=steps, method=method, aggregate="abs-mean", batch_size=args.batch_size, ig_batch=args.ig_batch
+        tau=args.tau, k=args.k, steps=steps, method=method, aggregate="abs-mean", batch_size=args.batch_size, ig_batch=args.ig_batch,
+        map_cache_mb=args.map_cache_mb, channels_last=not args.contiguous, precision=precision,
     )
     images = images.to(device)
     mm = matmul_gflops(device, repeats=5)
@@ -267,9 +281,12 @@ def worker_ours(args: argparse.Namespace, cheap: bool) -> dict[str, Any]:
         concepts[key] = list(c.concept)
         scores[key] = [float(v) for v in c.all_scores]
     return {
-        "run": "cheap" if cheap else "ours",
+        "run": kind,
         "method": method,
         "steps": steps,
+        "precision": precision,
+        "channels_last": not args.contiguous,
+        "map_cache_mb": args.map_cache_mb,
         "wall_s": wall,
         **used,
         "matmul_gflops_at_start": mm,
@@ -489,18 +506,19 @@ def count_flops(args: argparse.Namespace, device: torch.device) -> dict[str, Any
 
 def ours_ig_rows(concepts: dict[str, list[int]], steps: int, ig_batch: int) -> tuple[int, int, int]:
     """(unique patches U, (target, patch) pairs, backward rows executed) of one transition of
-    ``neurflow.integrated_gradients``: forward over U * N interpolations; per chunk of
-    ``ig_batch // N`` patches as many dense backward rounds as the most-shared patch has targets."""
+    ``neurflow.integrated_gradients``: forward over U * N interpolations; per chunk (cut by the
+    library's own planner, at most ``ig_batch // N`` patches) as many dense backward rounds as
+    the most-shared patch of the chunk has targets."""
+    from neurflow.attribution import _plan_chunks
+
     users: dict[int, int] = {}
     for c in concepts.values():
         for p in c:
             users[p] = users.get(p, 0) + 1
-    order = sorted(users, key=lambda p: (-users[p], p))
-    per_chunk = max(1, ig_batch // steps)
-    back = 0
-    for s in range(0, len(order), per_chunk):
-        chunk = order[s : s + per_chunk]
-        back += max(users[p] for p in chunk) * len(chunk)
+    patches = sorted(users)
+    per_input = [list(range(users[p])) for p in patches]
+    order = sorted(range(len(patches)), key=lambda q: (-len(per_input[q]), q))
+    back = sum(len(per_input[chunk[0]]) * len(chunk) for chunk in _plan_chunks(order, per_input, max(1, ig_batch // steps)))
     return len(users), sum(users.values()), back
 
 
@@ -567,13 +585,16 @@ def forwarded_argv(args: argparse.Namespace) -> list[str]:
     out = [
         "--images", str(args.images), "--image-size", str(args.image_size), "--tau", str(args.tau), "--k", str(args.k),
         "--steps", str(args.steps), "--method", args.method, "--cheap-method", args.cheap_method,
-        "--cheap-steps", str(args.cheap_steps), "--class-index", str(args.class_index), "--seed", str(args.seed),
+        "--cheap-steps", str(args.cheap_steps), "--cheap-precision", args.cheap_precision,
+        "--map-cache-mb", str(args.map_cache_mb), "--class-index", str(args.class_index), "--seed", str(args.seed),
         "--device", args.device, "--batch-size", str(args.batch_size), "--ig-batch", str(args.ig_batch),
         "--baseline-batch-size", str(args.baseline_batch_size), "--baseline-ig-batch", str(args.baseline_ig_batch),
         "--layers", *args.layers,
     ]
     if args.threads:
         out += ["--threads", str(args.threads)]
+    if args.contiguous:
+        out.append("--contiguous")
     return out
 
 
@@ -584,7 +605,7 @@ def _ig_seconds(result: dict[str, Any], upper: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        result = worker_baseline(args) if args.worker == "baseline" else worker_ours(args, cheap=args.worker == "cheap")
+        result = worker_baseline(args) if args.worker == "baseline" else worker_ours(args, args.worker)
         with open(args.worker_out, "w") as fh:
             json.dump(result, fh)
         print(f"[bench] {args.worker}: {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB", flush=True)
@@ -602,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     fwd_argv = forwarded_argv(args)
     results: dict[str, dict[str, Any]] = {}
-    for kind in ("baseline", "ours", "cheap"):
+    for kind in ("baseline", "ours", "gl16", "cheap"):
         if kind in args.runs:
             results[kind] = run_worker_subprocess(kind, fwd_argv, args.mallopt)
 
@@ -640,17 +661,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     comparisons = {}
     if "baseline" in results and "ours" in results:
         comparisons["ours_vs_baseline"] = compare(results["baseline"], results["ours"], args.layers)
-    if "ours" in results and "cheap" in results:
-        comparisons["cheap_vs_ours"] = compare(results["ours"], results["cheap"], args.layers)
-    if "baseline" in results and "cheap" in results:
-        comparisons["cheap_vs_baseline"] = compare(results["baseline"], results["cheap"], args.layers)
+    for kind in ("gl16", "cheap"):
+        if "ours" in results and kind in results:
+            comparisons[f"{kind}_vs_ours"] = compare(results["ours"], results[kind], args.layers)
+        if "baseline" in results and kind in results:
+            comparisons[f"{kind}_vs_baseline"] = compare(results["baseline"], results[kind], args.layers)
 
     # ---- report
     base_wall = results["baseline"]["wall_s"] if "baseline" in results else None
     label = {
         "baseline": f"baseline (authors' way, captum {args.method} N={args.steps})",
         "ours": f"ours build_circuit ({args.method} N={args.steps})",
-        "cheap": f"ours build_circuit ({args.cheap_method} N={args.cheap_steps})",
+        "gl16": f"ours build_circuit ({args.cheap_method} N={args.cheap_steps})",
+        "cheap": f"ours build_circuit ({args.cheap_method} N={args.cheap_steps}, {args.cheap_precision} act. pass)",
     }
     lines = []
     w = lines.append
@@ -745,7 +768,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if base_wall:
         w("")
         w("targets:")
-        for kind, goal, what in (("ours", 2, f"identical settings ({args.method} N={args.steps})"), ("cheap", 5, f"cheaper quadrature ({args.cheap_method} N={args.cheap_steps})")):
+        for kind, goal, what in (
+            ("ours", 2, f"identical settings ({args.method} N={args.steps})"),
+            ("gl16", 5, f"cheaper quadrature ({args.cheap_method} N={args.cheap_steps})"),
+            ("cheap", 5, f"cheaper quadrature ({args.cheap_method} N={args.cheap_steps}) + {args.cheap_precision} activation pass"),
+        ):
             if kind in results:
                 r = base_wall / results[kind]["wall_s"]
                 c = base_cpu / results[kind]["cpu_s"]

@@ -35,6 +35,14 @@ def _compute_options(fn):
         click.option("--max-neuron-groups", type=int, default=10, show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True, help="Patches per forward pass."),
         click.option("--ig-batch", type=int, default=512, show_default=True, help="Interpolated inputs per IG forward pass."),
+        click.option(
+            "--precision",
+            type=click.Choice(["float32", "bfloat16"]),
+            default="float32",
+            show_default=True,
+            help="Arithmetic of the activation pass that ranks patches (bfloat16: ~2x faster on bf16 hardware; IG stays float32).",
+        ),
+        click.option("--map-cache-mb", type=int, default=1024, show_default=True, help="Memory for lower-layer feature maps kept for IG (0 = recompute)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
         click.option("--input-size", type=int, default=None, help="Model input side (default: the weights' or 224)."),
         click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406."),
@@ -65,6 +73,8 @@ def _request(kw: dict):
             max_neuron_groups=kw["max_neuron_groups"],
             batch_size=kw["batch_size"],
             ig_batch=kw["ig_batch"],
+            precision=kw["precision"],
+            map_cache_mb=kw["map_cache_mb"],
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc

@@ -90,9 +90,15 @@ def resolve_device(name: str):
     return torch.device(name)
 
 
+# CircuitConfig fields that change speed and memory, not the circuit (beyond float rounding):
+# changing them does not make an artifact stale.
+SPEED_ONLY = ("batch_size", "ig_batch", "map_cache_mb", "channels_last")
+
+
 def _settings_key(req: ComputeRequest, layers: Sequence[str], fingerprint: str, preprocess: dict) -> str:
+    config = {k: v for k, v in asdict(req.config).items() if k not in SPEED_ONLY}
     doc = {
-        "config": {**asdict(req.config), "scales": list(req.config.scales)},
+        "config": {**config, "scales": list(req.config.scales)},
         "layers": list(layers),
         "model_fingerprint": fingerprint,
         "include_misclassified": req.include_misclassified,

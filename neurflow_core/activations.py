@@ -30,8 +30,15 @@ def patch_activations(
     *,
     batch_size: int = 64,
     progress: Progress | None = None,
+    keep_maps: Sequence[str] = (),
+    map_budget_bytes: int = 0,
+    maps_out: dict[str, torch.Tensor] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> dict[str, torch.Tensor]:
     """Spatial-mean activations of every patch at every layer, in one streaming pass.
+
+    Optionally the same pass also keeps the *full* feature maps of some layers, so that
+    integrated gradients need not recompute the prefix for the top-k patches later.
 
     Args:
         split: the traced model.
@@ -40,6 +47,14 @@ def patch_activations(
         layers: which layers (default: all of the split's).
         batch_size: patches per forward pass; bounds the memory of the pass.
         progress: called with the number of patches done after each batch.
+        keep_maps: layers (among ``layers``) whose full maps may be kept, in priority order.
+        map_budget_bytes: the most bytes of kept maps; layers of ``keep_maps`` are kept in
+            order while the whole layer (``len(grid)`` maps) fits.
+        maps_out: receives ``{layer: [P, C, *spatial]}`` for the kept layers, on the
+            device and in the dtype the forward pass produced.
+        autocast: run the pass under ``torch.autocast`` with this dtype (e.g.
+            ``torch.bfloat16``: about 2x faster on CPUs with AVX512-BF16 and on GPUs, at
+            bfloat16's 8-bit mantissa); None keeps the model's dtype.
 
     Returns:
         ``{layer: [P, C_layer]}`` float32 tensors on the CPU.
@@ -50,10 +65,21 @@ def patch_activations(
     layers = list(split.layers if layers is None else layers)
     extractor = split.extractor(layers)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    kept: dict[str, torch.Tensor] = {}
     for sl, batch in iter_patch_batches(images, grid, batch_size):
-        feats = extractor(batch)
+        with torch.autocast(batch.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+            feats = extractor(batch)
+        if sl.start == 0 and maps_out is not None:
+            room = map_budget_bytes
+            for name in (n for n in keep_maps if n in feats):
+                need = len(grid) * feats[name][0].numel() * feats[name].element_size()
+                if need <= room:
+                    kept[name] = feats[name].new_empty(len(grid), *feats[name].shape[1:])
+                    room -= need
         for name in layers:
             out[name].append(neuron_activations(feats[name]).float().cpu())
+        for name, buf in kept.items():
+            buf[sl] = feats[name]
         if progress is not None:
             progress(sl.stop - sl.start)
     result = {name: torch.cat(chunks) for name, chunks in out.items()}
@@ -62,6 +88,8 @@ def patch_activations(
         if bad.any():
             rows = int(bad.any(1).sum())
             raise ValueError(f"NaN or infinite activations at layer '{name}' for {rows} of {acts.shape[0]} patches; check the model weights and the input preprocessing")
+    if maps_out is not None:
+        maps_out.update(kept)
     return result
 
 

@@ -9,9 +9,9 @@ captum's ``IntegratedGradients`` computes this for one target per call. NeurFlow
 for every target neuron of a layer, each over its own top-k patches ``V_a``; the authors'
 released code therefore loops over targets and repeats the forward pass for every target.
 Here the forward pass over the interpolated inputs of a chunk of patches is run once and
-shared by every target that integrates over any of those patches; the backward passes of
-those targets are batched with ``torch.autograd.grad(..., is_grads_batched=True)`` (one
-vmapped vector-Jacobian product), so there is no Python loop over targets. The quadrature
+shared by every target that integrates over any of those patches; one backward pass over
+the chunk carries a different target on every row, so the Python loop runs over "rounds"
+(the most targets sharing one patch of the chunk), not over targets. The quadrature
 (alphas and step sizes) follows captum's contract, so results match captum exactly up to
 floating-point summation order, which the tests check.
 """
@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .layout import memory_format_of
 from .segments import neuron_activations
 
 __all__ = ["QUADRATURES", "quadrature", "integrated_gradients"]
@@ -70,9 +71,26 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown quadrature '{method}'; choose one of {', '.join(QUADRATURES)}")
 
 
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
+def _plan_chunks(order: list[int], users: list[list[int]], per_chunk: int, slack: float = 0.05) -> Iterator[list[int]]:
+    """Cut ``order`` (inputs sorted by decreasing number of targets) into forward chunks.
+
+    A chunk runs as many dense backward passes as its first (most shared) input has
+    targets; rows of inputs with fewer targets are back-propagated with a zero gradient in
+    the extra rounds. A chunk is closed early when that wasted work would exceed ``slack``
+    of its useful backward work, so the backward cost stays within ``1 + slack`` of the
+    number of (target, input) pairs while chunks stay as large as ``per_chunk`` allows.
+    """
+    chunk: list[int] = []
+    pairs = 0
+    for q in order:
+        n = len(users[q])
+        if chunk and (len(chunk) == per_chunk or len(users[chunk[0]]) * (len(chunk) + 1) > (1.0 + slack) * (pairs + n)):
+            yield chunk
+            chunk, pairs = [], 0
+        chunk.append(q)
+        pairs += n
+    if chunk:
+        yield chunk
 
 
 def integrated_gradients(
@@ -102,8 +120,9 @@ def integrated_gradients(
     targets use them and cut into chunks; each chunk's ``N x p`` interpolated inputs go
     forward once, then backward ``r`` times, where ``r`` is the largest number of targets
     sharing one input of the chunk; round ``j`` puts the ``j``-th target of each input on its
-    rows. The forward pass is shared by every target of an input, and the backward work is
-    the number of (target, input) pairs up to the rounding within a chunk.
+    rows. The forward pass is shared by every target of an input; chunks are cut where the
+    number of targets per input drops too much, so the backward work stays within 5% of the
+    number of (target, input) pairs.
 
     Args:
         fn: the segment ``phi^{l-1,l}``; maps ``[B, *in]`` to ``[B, C_out, *spatial]`` or
@@ -132,7 +151,7 @@ def integrated_gradients(
         raise ValueError(f"membership must be [{num_targets}, {num_inputs}], got {tuple(membership.shape)}")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values")
-    device, dtype = inputs.device, inputs.dtype
+    device, dtype, layout = inputs.device, inputs.dtype, memory_format_of(inputs)
     alphas_np, weights_np = quadrature(method, steps)
     alphas = torch.as_tensor(alphas_np, dtype=dtype, device=device)  # [N]
     weights = torch.as_tensor(weights_np, dtype=dtype, device=device)  # [N]
@@ -144,12 +163,12 @@ def integrated_gradients(
     users = [torch.nonzero(member_cpu[:, p]).flatten().tolist() for p in range(num_inputs)]  # targets of each input
     order = sorted((p for p in range(num_inputs) if users[p]), key=lambda p: (-len(users[p]), p))
     per_chunk = max(1, max_batch // steps)  # inputs per forward; each brings N interpolations
-    for sl in _chunks(len(order), per_chunk):
-        chunk = order[sl]
+    for chunk in _plan_chunks(order, users, per_chunk):
         idx = torch.tensor(chunk, dtype=torch.long, device=device)  # [p]
         x = inputs[idx]  # [p, *in]
         p = x.shape[0]
         scaled = (alphas.view(-1, 1, *spatial) * x.unsqueeze(0)).reshape(steps * p, *x.shape[1:])  # [N*p, *in]
+        scaled = scaled.contiguous(memory_format=layout)  # keep the inputs' layout (channels_last is faster)
         scaled.requires_grad_(True)
         rounds = max(len(users[q]) for q in chunk)
         with torch.enable_grad():

@@ -31,6 +31,7 @@ from .circuit import (
     SemanticGroup,
 )
 from .clustering import closest_to_centre, ward_silhouette
+from .layout import channels_last
 from .fingerprint import data_fingerprint, environment, model_fingerprint
 from .patches import PatchGrid, make_patch_grid
 from .segments import ModelSplit, split_model
@@ -110,15 +111,28 @@ def build_circuit(
     if param is not None:
         images = images.to(device=param.device, dtype=param.dtype)
 
-    with _frozen(model):
+    with _frozen(model), channels_last(model, config.channels_last) as nhwc:
+        if nhwc:
+            images = images.contiguous(memory_format=torch.channels_last)
         split = split_model(model, layers)
         grid = make_patch_grid(images.shape[0], images.shape[-1], config.scales, config.stride_ratio)
+        maps: dict[str, torch.Tensor] = {}
         with stage(progress, "activations", len(grid)) as bar:
-            acts = patch_activations(split, images, grid, batch_size=config.batch_size, progress=bar.update)
+            acts = patch_activations(
+                split,
+                images,
+                grid,
+                batch_size=config.batch_size,
+                progress=bar.update,
+                keep_maps=split.layers[1:],  # the lower layer of each transition, top first
+                map_budget_bytes=config.map_cache_mb * 2**20,
+                maps_out=maps,
+                autocast=torch.bfloat16 if config.precision == "bfloat16" else None,
+            )
         n_logits = acts[split.layers[0]].shape[1]
         if not 0 <= class_index < n_logits:
             raise ValueError(f"class index {class_index} is out of range for layer '{split.layers[0]}' with {n_logits} units")
-        targets_out, sgs, edges = _hypertree(split, images, grid, acts, class_index, config, progress)
+        targets_out, sgs, edges = _hypertree(split, images, grid, acts, maps, class_index, config, progress)
         groups, group_edges = _concept_circuit(split.layers, sgs, edges, acts, config)
 
     neuron_acts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -180,6 +194,7 @@ def _hypertree(
     images: torch.Tensor,
     grid: PatchGrid,
     acts: dict[str, torch.Tensor],
+    maps: dict[str, torch.Tensor],
     class_index: int,
     config: CircuitConfig,
     progress: ProgressFactory | None,
@@ -198,7 +213,12 @@ def _hypertree(
         membership = torch.zeros(len(targets), len(union), dtype=torch.bool)  # [T, U]
         for t, concept in enumerate(concepts):
             membership[t, [position[int(p)] for p in concept]] = True
-        x = feature_maps(split, lower, images, grid, union, batch_size=config.batch_size)  # [U, C_lower, ...]
+        if lower in maps:  # kept by the activation pass; freed once used
+            kept = maps.pop(lower)
+            x = kept[torch.as_tensor(union, device=kept.device)].to(images.dtype)  # [U, C_lower, ...]
+            del kept
+        else:
+            x = feature_maps(split, lower, images, grid, union, batch_size=config.batch_size)  # [U, C_lower, ...]
         with stage(progress, f"integrated gradients {upper} -> {lower}", 1) as bar:
             attr = integrated_gradients(
                 split.segment(upper), x, torch.tensor(targets), membership, steps=config.steps, method=config.method, max_batch=config.ig_batch

@@ -35,6 +35,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 AGGREGATES = ("eq2", "abs-mean")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True, order=True)
@@ -69,6 +70,19 @@ class CircuitConfig:
         n_exemplars: exemplar patches kept per semantic group and per neuron group.
         batch_size: patches per forward pass of the activation pass.
         ig_batch: interpolated inputs per forward pass of integrated gradients.
+        map_cache_mb: memory (MiB, on the compute device) for full feature maps of the
+            lower layers kept by the activation pass, so that integrated gradients need not
+            recompute the prefix for the top-k patches; 0 recomputes them. Results do not
+            depend on it beyond floating-point rounding.
+        channels_last: run convolution models in the channels_last (NHWC) memory layout
+            during the build, which oneDNN and cuDNN run faster; the model is restored
+            afterwards. Speed only: results differ by floating-point summation order.
+        precision: arithmetic of the activation pass, which ranks every patch for every
+            neuron (the top-k concepts V_a) and gives the representative vectors of Eq. 3.
+            ``float32`` (default) uses the model's dtype; ``bfloat16`` runs the pass under
+            autocast, about 2x faster where the hardware has bfloat16 units, with
+            activations rounded to 8 mantissa bits, so near-ties in the top-k may swap.
+            Integrated gradients always run in the model's dtype.
     """
 
     tau: int = 16
@@ -83,6 +97,9 @@ class CircuitConfig:
     n_exemplars: int = 16
     batch_size: int = 64
     ig_batch: int = 512
+    map_cache_mb: int = 1024
+    channels_last: bool = True
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         from .attribution import QUADRATURES
@@ -90,8 +107,12 @@ class CircuitConfig:
         for name in ("tau", "k", "steps", "max_semantic_groups", "max_neuron_groups", "n_exemplars", "batch_size", "ig_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.map_cache_mb) < 0:
+            raise ValueError(f"map_cache_mb must be >= 0, got {self.map_cache_mb}")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got '{self.aggregate}'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.method not in QUADRATURES:
             raise ValueError(f"method must be one of {', '.join(QUADRATURES)}, got '{self.method}'")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .layout import memory_format_of
+
 __all__ = ["PatchGrid", "patch_boxes", "make_patch_grid", "crop_patches", "iter_patch_batches"]
 
 
@@ -109,12 +111,12 @@ def crop_patches(images: torch.Tensor, grid: PatchGrid) -> torch.Tensor:
         grid: the patches to cut (indices into ``images``).
 
     Returns:
-        ``[len(grid), C, S, S]`` on the device of ``images``.
+        ``[len(grid), C, S, S]`` on the device and in the memory format of ``images``.
     """
     size = grid.image_size
     if images.shape[-1] != size or images.shape[-2] != size:
         raise ValueError(f"images must be {size}x{size}, got {tuple(images.shape[-2:])}")
-    out = images.new_empty(len(grid), images.shape[1], size, size)
+    out = torch.empty(len(grid), images.shape[1], size, size, dtype=images.dtype, device=images.device, memory_format=memory_format_of(images))
     # group by box so each distinct box is one batched crop + resize
     _, keys = np.unique(grid.boxes, axis=0, return_inverse=True)
     keys = keys.reshape(-1)

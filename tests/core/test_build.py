@@ -310,3 +310,37 @@ def test_tiny_build_on_cuda_matches_cpu(tiny_circuit):
         assert a.weight == pytest.approx(b.weight, rel=1e-9, abs=1e-12)
     assert on_gpu.model_fingerprint == tiny_circuit.model_fingerprint
     assert on_gpu.data_fingerprint == tiny_circuit.data_fingerprint
+
+
+# -- speed-only settings do not change the circuit -----------------------------------------
+
+
+@pytest.mark.parametrize("change", [{"channels_last": False}, {"map_cache_mb": 0}, {"batch_size": 7, "ig_batch": 24}])
+def test_speed_settings_leave_the_circuit_unchanged(tiny_circuit, change):
+    other = build_tiny(dataclasses.replace(TINY_CONFIG, **change))
+    assert [t.core for t in other.targets] == [t.core for t in tiny_circuit.targets]
+    assert [t.concept for t in other.targets] == [t.concept for t in tiny_circuit.targets]
+    for a, b in zip(other.targets, tiny_circuit.targets):
+        np.testing.assert_allclose(a.all_scores, b.all_scores, rtol=1e-4, atol=1e-6)
+    assert [g.members for g in other.groups] == [g.members for g in tiny_circuit.groups]
+
+
+def test_kept_feature_maps_equal_recomputed_ones():
+    model = tiny_cnn().eval()
+    images = tiny_images(n=3, size=16)
+    split = split_model(model, list(TINY_LAYERS))
+    from neurflow.patches import make_patch_grid
+
+    grid = make_patch_grid(3, 16, (1.0, 0.5), 0.5)
+    maps: dict[str, torch.Tensor] = {}
+    lower = list(TINY_LAYERS)[1:]
+    acts = patch_activations(split, images, grid, batch_size=4, keep_maps=lower, map_budget_bytes=10**9, maps_out=maps)
+    assert set(maps) == set(lower)
+    for name in lower:
+        ids = np.array([0, 5, len(grid) - 1])
+        assert torch.allclose(maps[name][ids], feature_maps(split, name, images, grid, ids, batch_size=2), atol=1e-6)
+        assert maps[name].shape[0] == len(grid) == acts[name].shape[0]
+    # a budget below one layer's maps keeps nothing
+    small: dict[str, torch.Tensor] = {}
+    patch_activations(split, images, grid, batch_size=4, keep_maps=lower, map_budget_bytes=16, maps_out=small)
+    assert small == {}

@@ -39,6 +39,12 @@ def test_compute_writes_complete_artifacts_and_resumes(tmp_path: Path, image_fol
     changed = run("compute", "--data", str(image_folder), "--out", str(out), *[a if a != "4" else "3" for a in COMPUTE_ARGS], "--classes", "beta")
     assert "1 class(es) computed" in changed.output
     assert load_circuit(out / "tiny_model.make" / "0001-beta").config.tau == 3
+    # speed-only settings leave artifacts up to date; precision changes results, so it recomputes
+    speed = run("compute", "--data", str(image_folder), "--out", str(out), *COMPUTE_ARGS, "--classes", "alpha", "--batch-size", "3", "--ig-batch", "7", "--map-cache-mb", "0")
+    assert "0 class(es) computed, 1 up to date" in speed.output, speed.output
+    bf16 = run("compute", "--data", str(image_folder), "--out", str(out), *COMPUTE_ARGS, "--classes", "alpha", "--precision", "bfloat16")
+    assert "1 class(es) computed" in bf16.output, bf16.output
+    assert load_circuit(out / "tiny_model.make" / "0000-alpha").config.precision == "bfloat16"
 
 
 def test_killed_compute_loses_at_most_the_class_in_flight(tmp_path: Path, image_folder: Path) -> None:
