@@ -15,10 +15,28 @@ import click
 
 from .cli_common import connect_from_options, db_options, echo_err, handle_errors
 
-__all__ = ["demo", "DEMO_CONFIG"]
+__all__ = ["demo", "demo_request", "DEMO_CONFIG"]
 
 # Settings for the demo: the demo CNN has 64 channels in its upper blocks, so tau is 8.
 DEMO_CONFIG = {"tau": 8, "k": 50, "steps": 16, "method": "gausslegendre"}
+
+
+def demo_request(root: Path):
+    """The compute request of the demo: every class of the world's validation split, on the
+    demo model under ``root``, artifacts in ``root/artifacts``."""
+    from neurflow.circuit import CircuitConfig
+
+    from .pipeline import ComputeRequest
+
+    return ComputeRequest(
+        model="demo",
+        data=root / "world" / "val",
+        out=root / "artifacts",
+        classes="all",
+        config=CircuitConfig(**DEMO_CONFIG),
+        device="auto",
+        demo_root=root,
+    )
 
 
 def _run_query(conn, name: str, **params):
@@ -35,11 +53,8 @@ def _run_query(conn, name: str, **params):
 @handle_errors
 def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: bool) -> None:
     """Build the demo world and model, ingest every class, and show example queries."""
-    from neurflow.circuit import CircuitConfig
-
     from .cli_ingest import run_compute, run_load
     from .demo.model import ensure_demo
-    from .pipeline import ComputeRequest
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -48,15 +63,7 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         f"demo: world {world.root}; model "
         f"{'reused' if trained.reused else 'trained'} (val accuracy {trained.val_accuracy:.3f})"
     )
-    req = ComputeRequest(
-        model="demo",
-        data=root / "world" / "val",
-        out=root / "artifacts",
-        classes="all",
-        config=CircuitConfig(**DEMO_CONFIG),
-        device="auto",
-        demo_root=root,
-    )
+    req = demo_request(root)
     outcomes = run_compute(req, quiet)
     directories = [o.directory for o in outcomes if o.status in ("computed", "skipped")]
     if not directories:

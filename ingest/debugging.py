@@ -32,7 +32,7 @@ DEBUG_WRITES: tuple[tuple[str, str], ...] = (
     (
         "reset",
         "MATCH (g:NeuronGroup {class: $cls}) REMOVE g.bias_score, g.bias_rank, g.biased, g.tp_metric, g.fp_metric, "
-        "g.user_metric, g.mask_tp_drop, g.mask_tp_logit_drop, g.mask_fp_flip, g.random_fp_flip, g.random_tp_drop, "
+        "g.user_metric, g.mask_tp_drop, g.mask_tp_logit_drop, g.mask_fp_flip, g.mask_tp_flip, g.random_fp_flip, g.random_tp_drop, "
         "g.effect_fp_flip, g.effect_z, g.z_tp_drop, g.shared_classes",
     ),
     ("unlink", "MATCH (g:NeuronGroup {class: $cls})-[d:DROPS]->() DELETE d"),
@@ -75,6 +75,7 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str])
                     "mask_tp_drop": e.tp_prob_drop,
                     "mask_tp_logit_drop": e.tp_logit_drop,
                     "mask_fp_flip": _none(e.fp_flip),
+                    "mask_tp_flip": _none(e.tp_flip),
                     "random_fp_flip": _none(e.random_fp_flip_mean),
                     "random_tp_drop": e.random_tp_prob_drop_mean,
                     "effect_fp_flip": _none(e.effect_fp_flip),
@@ -250,8 +251,8 @@ def debug_classes(
             raise InputError(message)
         fp = torch.cat(fp_list)
         counts, fractions = shared_concepts(list(circuits.values()), circuit)
-        used = set(circuit.image_ids)
-        d_c = own.tensor[torch.as_tensor([own.ids.index(i) for i in circuit.image_ids])] if used <= set(own.ids) else None
+        row_of = {image_id: row for row, image_id in enumerate(own.ids)}
+        d_c = own.tensor[torch.as_tensor([row_of[i] for i in circuit.image_ids])] if set(circuit.image_ids) <= row_of.keys() else None
         result = debug_circuit(
             model,
             circuit,
@@ -264,9 +265,10 @@ def debug_classes(
             top_n=top_n,
             shared_fraction=fractions or None,
             shared_classes=counts or None,
+            image_ids=tp_paths + fp_paths + user_paths,
         )
         if write:
-            rows = debug_rows(circuit, result, tp_paths + fp_paths + user_paths)
+            rows = debug_rows(circuit, result, list(result.image_ids))
             write_debug(conn.driver, conn.database, cls, rows, result)
         results.append((circuit, result))
     return results
@@ -279,6 +281,7 @@ def result_json(circuit: Circuit, result: ClassDebug) -> dict:
         "n_tp": result.n_tp,
         "n_fp": result.n_fp,
         "threshold": result.threshold,
+        "false_positives": list(result.image_ids[result.n_tp : result.n_tp + result.n_fp]),
         "groups": [
             {**{k: v for k, v in asdict(e).items() if k not in ("channels", "top_images", "top_patches")}, "neurons": list(e.channels),
              "top_images": [list(t) for t in e.top_images], "top_patches": [list(t) for t in e.top_patches]}

@@ -48,6 +48,8 @@ class GroupEvidence:
         tp_prob_drop / tp_logit_drop: mean drop of the class probability / logit on TPs when
             the group is masked.
         fp_flip: fraction of FPs no longer predicted as the class when masked.
+        tp_flip: fraction of TPs no longer predicted as the class when masked (a group
+            the class cannot do without on its own images; not part of the score).
         random_*: mean and std of the same figures over random sets of the group's size.
         effect_fp_flip: fp_flip minus the random mean; z_fp_flip its z-score.
         z_tp_drop: z-score of tp_prob_drop against the random draws.
@@ -66,6 +68,7 @@ class GroupEvidence:
     tp_prob_drop: float
     tp_logit_drop: float
     fp_flip: float | None
+    tp_flip: float | None
     random_tp_prob_drop_mean: float
     random_tp_prob_drop_std: float
     random_fp_flip_mean: float | None
@@ -81,7 +84,11 @@ class GroupEvidence:
 
 @dataclass(frozen=True)
 class ClassDebug:
-    """All groups' evidence for one class, ranked by bias score (highest first)."""
+    """All groups' evidence for one class, ranked by bias score (highest first).
+
+    ``image_ids`` names the scored images in TP, FP, user order (the order of
+    ``GroupEvidence.top_images``) when the caller gave them.
+    """
 
     class_index: int
     n_tp: int
@@ -89,6 +96,7 @@ class ClassDebug:
     n_user: int
     groups: tuple[GroupEvidence, ...]
     threshold: float = BIAS_THRESHOLD
+    image_ids: tuple[str, ...] = ()
 
 
 def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: float | None, shared_fraction: float | None, *, z_ref: float = 3.0) -> float:
@@ -96,9 +104,13 @@ def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: floa
 
     A group biases the class when three things hold, and the score is their product:
 
-    * **active on false positives, beyond the true positives**:
-      ``a = clip((M_fp - M_tp) / (M_fp + M_tp), 0, 1)``; a concept of the class's own object
-      is active on TPs and not on FPs (a = 0), a spurious context is active on the FPs;
+    * **active on false positives**: ``a = clip(M_fp / M_tp, 0, 1)``, how much of its
+      activity on the class's own images (true positives) the group keeps on the false
+      positives. The class's object parts are silent on images without the object (a near
+      0); a spurious context fires on the false positives as it does on the true
+      positives, which usually show the same context (a near 1). Requiring M_fp to
+      *exceed* M_tp would miss exactly the biases worth finding: when the class is nearly
+      always photographed with the context, the context is on the true positives too;
     * **causal beyond random**: ``c = clip(z_fp_flip / z_ref, 0, 1)``: masking the group
       removes more false positives than masking random neuron sets of its size, measured
       in random-draw standard deviations (z_ref = 3 gives full weight);
@@ -111,8 +123,7 @@ def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: floa
     """
     if fp_metric is None or tp_metric is None or z_fp_flip is None:
         return 0.0
-    denom = fp_metric + tp_metric
-    a = float(np.clip((fp_metric - tp_metric) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+    a = float(np.clip(fp_metric / tp_metric, 0.0, 1.0)) if tp_metric > 0 else 0.0
     c = float(np.clip(z_fp_flip / z_ref, 0.0, 1.0))
     s = 0.75 if shared_fraction is None else 0.5 + 0.5 * float(np.clip(shared_fraction, 0.0, 1.0))
     return a * c * s
@@ -181,6 +192,7 @@ def debug_circuit(
     shared_fraction: dict[tuple[str, int], float] | None = None,
     shared_classes: dict[tuple[str, int], int] | None = None,
     layers: Sequence[str] | None = None,
+    image_ids: Sequence[str] | None = None,
 ) -> ClassDebug:
     """Score every neuron group of ``circuit`` for bias (Section 5.1).
 
@@ -197,6 +209,7 @@ def debug_circuit(
         top_n: images and patches kept per group.
         shared_fraction / shared_classes: per (layer, group index), from the concept atlas.
         layers: restrict to these layers (default: every layer below the logit).
+        image_ids: names of the TP, FP and user images in that order, kept in the result.
 
     Returns:
         A :class:`ClassDebug` with groups ranked by bias score.
@@ -210,6 +223,8 @@ def debug_circuit(
     user_images = user_images if user_images is not None else tp_images[:0]
     all_images = torch.cat([tp_images, fp_images, user_images]).to(device)
     n_tp, n_fp, n_user = len(tp_images), len(fp_images), len(user_images)
+    if image_ids is not None and len(image_ids) != n_tp + n_fp + n_user:
+        raise ValueError(f"{len(image_ids)} image ids for {n_tp + n_fp + n_user} images")
     rng = np.random.default_rng(seed)
     base_logits = model(all_images) if len(all_images) else None
     patch_ids = None
@@ -244,6 +259,7 @@ def debug_circuit(
                 return tp_prob, tp_logit, flip, logits
 
             tp_prob, tp_logit, flip, logits = effects(channels)
+            tp_flip = float((logits[:n_tp].argmax(1) != c).float().mean()) if n_tp else None
             rand_prob, rand_flip = [], []
             for _ in range(draws):
                 r = rng.choice(width, size=len(channels), replace=False)
@@ -282,6 +298,7 @@ def debug_circuit(
                     tp_prob_drop=tp_prob,
                     tp_logit_drop=tp_logit,
                     fp_flip=flip,
+                    tp_flip=tp_flip,
                     random_tp_prob_drop_mean=rp_mean,
                     random_tp_prob_drop_std=rp_std,
                     random_fp_flip_mean=rf_mean,
@@ -296,4 +313,4 @@ def debug_circuit(
                 )
             )
     evidence.sort(key=lambda e: (-e.bias_score, e.layer, e.index))
-    return ClassDebug(c, n_tp, n_fp, n_user, tuple(evidence))
+    return ClassDebug(c, n_tp, n_fp, n_user, tuple(evidence), image_ids=tuple(str(i) for i in image_ids) if image_ids is not None else ())
