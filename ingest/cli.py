@@ -70,10 +70,20 @@ def _unavailable(name: str) -> click.Command:
     return _cmd
 
 
+# Subcommands that run a model: glibc's allocator is tuned for them (neurflow.allocator;
+# 1.8x faster ResNet-50 forward passes on 2 CPU cores, sys time 10.5 s -> 0.6 s per 192 patches).
+MODEL_COMMANDS = frozenset({"compute", "ingest", "demo", "debug", "evaluate"})
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="neurflow")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """NeurFlow: neuron groups and concept circuits of image classifiers, in a graph."""
+    if ctx.invoked_subcommand in MODEL_COMMANDS:
+        from neurflow.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
 
 
 if __name__ == "__main__":  # pragma: no cover
