@@ -27,17 +27,18 @@ __all__ = ["debug"]
 @click.option("--mean", default=None)
 @click.option("--std", default=None)
 @click.option("--no-normalize", is_flag=True)
+@click.option("--demo-root", type=click.Path(path_type=Path), default=Path(".neurflow/demo"), show_default=True, help="Where the demo model lives (--model demo).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--no-graph", is_flag=True, help="Only print; write nothing to the graph.")
 @db_options
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, device, input_size, mean, std, no_normalize, fmt, no_graph, uri, user, password, database, quiet) -> None:
+def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, device, input_size, mean, std, no_normalize, demo_root, fmt, no_graph, uri, user, password, database, quiet) -> None:
     """Score every neuron group of a class for bias (Section 5.1) and write the evidence.
 
-    Bias score = activity on false positives beyond true positives x causal effect of masking
-    the group on false positives beyond random neuron sets x (0.5 + 0.5 x sharing with other
-    classes' circuits); see neurflow.debugging.bias_score.
+    Bias score = activity kept on false positives (M_fp / M_tp, at most 1) x causal effect of
+    masking the group on false positives beyond random neuron sets (z / 3, at most 1) x
+    (0.5 + 0.5 x sharing with other classes' circuits); see neurflow.debugging.bias_score.
     """
     from .debugging import debug_classes, result_json
     from .pipeline import ComputeRequest
@@ -47,7 +48,7 @@ def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, de
     req = ComputeRequest(
         model=model, data=data, out=out, weights=weights, device=device, input_size=input_size,
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), normalize=not no_normalize,
-        demo_root=Path(".neurflow/demo") if model == "demo" else None,
+        demo_root=demo_root if model == "demo" else None,
     )
     if no_graph:
         results = debug_classes(None, req, classes=classes, images_dir=images_dir, draws=draws, seed=seed, top_n=top_n, quiet=quiet, write=False, log=echo_err)

@@ -48,6 +48,7 @@ def _compute_options(fn):
         click.option("--mean", default=None, help="Normalisation mean, e.g. 0.485,0.456,0.406."),
         click.option("--std", default=None, help="Normalisation std, e.g. 0.229,0.224,0.225."),
         click.option("--no-normalize", is_flag=True, help="Feed [0,1] pixels (models that normalise inside forward)."),
+        click.option("--demo-root", type=click.Path(path_type=Path), default=Path(".neurflow/demo"), show_default=True, help="Where the demo model lives (--model demo)."),
         click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True, envvar="NEURFLOW_ARTIFACTS", help="Artifact directory."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
     ]
@@ -93,7 +94,7 @@ def _request(kw: dict):
         mean=parse_floats(kw["mean"], "--mean"),
         std=parse_floats(kw["std"], "--std"),
         normalize=not kw["no_normalize"],
-        demo_root=kw.get("demo_root"),
+        demo_root=kw["demo_root"] if kw["model"] == "demo" else None,
     )
 
 

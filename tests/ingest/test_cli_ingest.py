@@ -83,6 +83,9 @@ def test_corrupt_images_are_skipped_counted_and_reported(tmp_path: Path) -> None
         (["--data", "{data}", "--tau", "0"], "tau must be >= 1", 2),
         (["--data", "{data}", "--weights", "{data}/alpha/0.png"], "cannot read weights file", 2),
         (["--data", "{data}", "--mean", "0.5,0.5"], "--mean and --std must be given together", 2),
+        (["--data", "{data}", "--model", "demo", "--demo-root", "{missing}"], "the demo model is not trained yet", 2),
+        (["--data", "{data}", "--precision", "float16"], "Invalid value for '--precision'", 2),
+        (["--data", "{data}", "--map-cache-mb", "-1"], "map_cache_mb must be >= 0", 2),
     ],
 )
 def test_bad_input_messages(tmp_path: Path, image_folder: Path, args: list[str], message: str, code: int) -> None:

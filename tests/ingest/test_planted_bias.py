@@ -43,7 +43,7 @@ def debugged(tmp_path_factory):
     assert all(o.status in ("computed", "skipped") for o in outcomes), [(o.class_name, o.status, o.message) for o in outcomes]
     results = debug_classes(None, req, classes="all", write=False, draws=20, quiet=True, log=lambda *_: None)
     print(f"\ndemo model: val accuracy {trained.val_accuracy:.3f}; debugged {[c.class_name for c, _ in results]}")
-    return world, {c.class_name: (c, r) for c, r in results}
+    return world, {c.class_name: (c, r) for c, r in results}, root
 
 
 def _exemplar_concepts(world, circuit, group) -> dict[str, float]:
@@ -75,7 +75,7 @@ def _f(v) -> str:
 
 
 def test_biased_class_top_group_is_the_planted_background(debugged):
-    world, by_class = debugged
+    world, by_class, _ = debugged
     circuit, result = by_class[BIASED]
     _print_ranking(BIASED, result)
     # the false positives are background-induced: every one of them shows the planted concept
@@ -119,7 +119,7 @@ LEAF_XFAIL = pytest.mark.xfail(strict=True, reason="second-order bias: leaf's fa
 
 @pytest.mark.parametrize("name", ["fish", "kite", "ladybug", pytest.param("leaf", marks=LEAF_XFAIL)])
 def test_unbiased_class_has_no_group_over_the_threshold(debugged, name):
-    world, by_class = debugged
+    world, by_class, _ = debugged
     threshold = by_class[BIASED][1].threshold
     if name not in by_class:  # skipped by the debugger: no image of another class is predicted as it
         print(f"{name}: no false positives, nothing to debug")
@@ -138,7 +138,7 @@ def test_unbiased_class_has_no_group_over_the_threshold(debugged, name):
 def test_groups_separate_the_planted_concept_from_the_object(debugged):
     """Some group of the biased class is mostly the planted background and another mostly
     the object: the concept circuit separates them, which the ranking above builds on."""
-    world, by_class = debugged
+    world, by_class, _ = debugged
     circuit, _ = by_class[BIASED]
     obj = world.object_concepts[BIASED]
     per_group = {(g.layer, g.index): _exemplar_concepts(world, circuit, g) for g in circuit.groups}
@@ -148,3 +148,26 @@ def test_groups_separate_the_planted_concept_from_the_object(debugged):
     assert best_bg[1][CONCEPT] >= 0.8
     assert best_obj[1][obj] >= 0.5
     assert np.isfinite(best_bg[1][CONCEPT])
+
+
+def test_debug_command_json_on_the_demo(debugged):
+    """``neurflow debug --model demo --format json --no-graph`` prints what the library found."""
+    import json
+
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+
+    _, by_class, root = debugged
+    args = ["debug", "--model", "demo", "--demo-root", str(root), "--data", str(root / "world" / "val"), "--out", str(root / "artifacts"),
+            "--classes", BIASED, "--format", "json", "--no-graph", "--quiet", "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    _, expected = by_class[BIASED]
+    assert [d["class"]["name"] for d in doc] == [BIASED]
+    assert len(doc[0]["false_positives"]) == expected.n_fp
+    top = doc[0]["groups"][0]
+    assert {"layer", "neurons", "bias_score", "fp_flip", "tp_flip", "z_fp_flip", "random_fp_flip_mean"} <= top.keys()
+    assert (top["layer"], top["neurons"]) == (expected.groups[0].layer, list(expected.groups[0].channels))
+    assert top["bias_score"] == pytest.approx(expected.groups[0].bias_score, abs=1e-9)
