@@ -33,7 +33,7 @@ DEBUG_WRITES: tuple[tuple[str, str], ...] = (
         "reset",
         "MATCH (g:NeuronGroup {class: $cls}) REMOVE g.bias_score, g.bias_rank, g.biased, g.tp_metric, g.fp_metric, "
         "g.user_metric, g.mask_tp_drop, g.mask_tp_logit_drop, g.mask_fp_flip, g.mask_tp_flip, g.random_fp_flip, g.random_tp_drop, "
-        "g.effect_fp_flip, g.effect_z, g.z_tp_drop, g.shared_classes",
+        "g.effect_fp_flip, g.effect_z, g.z_tp_drop, g.shared_classes, g.shared_fraction",
     ),
     ("unlink", "MATCH (g:NeuronGroup {class: $cls})-[d:DROPS]->() DELETE d"),
     ("groups", "UNWIND $rows AS r MATCH (g:NeuronGroup {uid: r.uid}) SET g += r.props"),
@@ -82,6 +82,7 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str])
                     "effect_z": _none(e.z_fp_flip),
                     "z_tp_drop": _none(e.z_tp_drop),
                     "shared_classes": e.shared_classes,
+                    "shared_fraction": _none(e.shared_fraction),
                 },
             }
         )
@@ -124,7 +125,15 @@ def _class_loaded(driver: neo4j.Driver, database: str | None, cls: str) -> bool:
 
 
 def shared_concepts(circuits: Sequence[Circuit], target: Circuit) -> tuple[dict, dict]:
-    """Per group of ``target``: how many other classes' circuits use its concepts (atlas)."""
+    """Per group of ``target``: how much other classes' circuits use its concepts (atlas).
+
+    Returns:
+        ``(counts, fractions)`` keyed by ``(layer, group index)``: ``counts`` is the number
+        of other classes whose circuits use *any* of the group's member concepts;
+        ``fractions`` is the mean over the group's members of the fraction of other classes
+        using that member's concept. The union saturates for large groups (one generic member
+        is enough), so the bias score uses the member mean.
+    """
     if len(circuits) < 2:
         return {}, {}
     atlas = build_atlas(circuits)
@@ -136,13 +145,14 @@ def shared_concepts(circuits: Sequence[Circuit], target: Circuit) -> tuple[dict,
     others = len(circuits) - 1
     for g in target.groups:
         classes: set[int] = set()
+        member_fractions = []
         for mem in g.members:
             concept = mine.get((g.layer, mem.neuron.channel, mem.semantic_group))
-            if concept is not None:
-                classes |= users[(g.layer, concept)]
-        classes.discard(target.class_index)
+            used_by = users[(g.layer, concept)] - {target.class_index} if concept is not None else set()
+            classes |= used_by
+            member_fractions.append(len(used_by) / others)
         counts[(g.layer, g.index)] = len(classes)
-        fractions[(g.layer, g.index)] = len(classes) / others
+        fractions[(g.layer, g.index)] = float(np.mean(member_fractions)) if member_fractions else 0.0
     return counts, fractions
 
 

@@ -53,7 +53,9 @@ class GroupEvidence:
         random_*: mean and std of the same figures over random sets of the group's size.
         effect_fp_flip: fp_flip minus the random mean; z_fp_flip its z-score.
         z_tp_drop: z-score of tp_prob_drop against the random draws.
-        shared_classes: other classes whose circuits use the group's concepts (atlas), or None.
+        shared_classes: other classes whose circuits use any of the group's concepts (atlas),
+            or None.
+        shared_fraction: the sharing that enters the score (see :func:`bias_score`), or None.
         bias_score: see :func:`bias_score`.
         top_images: ``(image index into tp+fp+user order, logit drop)``, largest drop first.
         top_patches: ``(patch id of the class's patch dataset, logit drop)``.
@@ -77,6 +79,7 @@ class GroupEvidence:
     z_fp_flip: float | None
     z_tp_drop: float
     shared_classes: int | None
+    shared_fraction: float | None
     bias_score: float
     top_images: tuple[tuple[int, float], ...] = field(default=())
     top_patches: tuple[tuple[int, float], ...] = field(default=())
@@ -115,8 +118,8 @@ def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: floa
       removes more false positives than masking random neuron sets of its size, measured
       in random-draw standard deviations (z_ref = 3 gives full weight);
     * **not specific to the class**: ``s = 0.5 + 0.5 * shared_fraction``, where
-      shared_fraction is the fraction of other classes whose circuits use the group's
-      concepts (concept atlas); without an atlas s = 0.75. Shared concepts are contexts
+      shared_fraction is, averaged over the group's members, the fraction of other classes
+      whose circuits use the member's concept (concept atlas); without an atlas s = 0.75. Shared concepts are contexts
       rather than the class's own parts, so sharing raises the score but cannot make it.
 
     Without false positives there is nothing to explain and the score is 0.
@@ -307,6 +310,7 @@ def debug_circuit(
                     z_fp_flip=z_flip,
                     z_tp_drop=z_tp,
                     shared_classes=shared_classes.get(key) if shared_classes else None,
+                    shared_fraction=frac,
                     bias_score=bias_score(tp_m, fp_m, z_flip, frac),
                     top_images=tuple((int(i), float(drops[i])) for i in order),
                     top_patches=top_patches,

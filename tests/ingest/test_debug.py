@@ -122,3 +122,20 @@ def test_evidence_write_is_all_or_nothing(graph, artifacts: Path, monkeypatch) -
         "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", parameters_={"cls": cls}, database_=graph.database
     )
     assert records[0]["n"] == 0
+
+
+def test_shared_concepts_member_mean_is_bounded_by_the_union(artifacts: Path) -> None:
+    from neurflow.ingest.pipeline import read_artifact
+
+    circuits = [read_artifact(d)[0] for d in find_artifacts([artifacts])]
+    assert len(circuits) >= 2
+    others = len(circuits) - 1
+    for target in circuits:
+        counts, fractions = debugging.shared_concepts(circuits, target)
+        assert set(counts) == set(fractions) == {(g.layer, g.index) for g in target.groups}
+        for g in target.groups:
+            key = (g.layer, g.index)
+            assert 0.0 <= fractions[key] <= counts[key] / others + 1e-12  # a mean of subsets of the union
+            if len(g.members) == 1:
+                assert fractions[key] == pytest.approx(counts[key] / others)
+    assert debugging.shared_concepts(circuits[:1], circuits[0]) == ({}, {})

@@ -66,7 +66,7 @@ def _print_ranking(name, result, n=5):
         print(
             f"  {rank}. {e.layer} g{e.index} bias {e.bias_score:.3f}  M_tp {e.tp_metric:.3f} M_fp {_f(e.fp_metric)}  "
             f"fp_flip {_f(e.fp_flip)} vs random {_f(e.random_fp_flip_mean)}±{_f(e.random_fp_flip_std)} (z {_f(e.z_fp_flip)})  "
-            f"tp_flip {_f(e.tp_flip)}  shared {e.shared_classes}  neurons {list(e.channels)}"
+            f"tp_flip {_f(e.tp_flip)}  shared {e.shared_classes} ({_f(e.shared_fraction)})  neurons {list(e.channels)}"
         )
 
 
