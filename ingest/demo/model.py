@@ -38,7 +38,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import InputError
-from .world import WorldInfo, generate_world, image_background, list_images, load_world
+from .world import PlantedBias, WorldInfo, generate_world, image_background, list_images, load_world
 
 __all__ = [
     "DEFAULT_EPOCHS",
@@ -216,6 +216,8 @@ def train_demo_model(
         seed: seed of initialisation, shuffling and augmentation.
         epochs: passes over the training split.
         quiet: no progress bar.
+        bias: the world's planted correlation (default: bee on flowers; ``UNBIASED`` for
+            the debugger's negative control).
 
     Returns:
         The :class:`TrainResult`; ``reused`` tells whether the cache was used.
@@ -261,12 +263,14 @@ def train_demo_model(
     return TrainResult(model, accuracy, per_class, seconds, False, dict(bias.rate_by_background))
 
 
-def ensure_demo(root: Path, quiet: bool = False) -> tuple[WorldInfo, TrainResult]:
+def ensure_demo(root: Path, quiet: bool = False, bias: PlantedBias | None = None) -> tuple[WorldInfo, TrainResult]:
     """Generate (or reuse) the demo world under ``root/world`` and train (or reuse) ``root/model.pt``.
 
     Args:
         root: the demo folder (``.neurflow/demo`` for ``neurflow demo``).
         quiet: no progress bar.
+        bias: the world's planted correlation (default: bee on flowers; ``UNBIASED`` for
+            the debugger's negative control).
 
     Returns:
         ``(world, result)``: the world (400 training and 100 validation images per class,
@@ -274,7 +278,7 @@ def ensure_demo(root: Path, quiet: bool = False) -> tuple[WorldInfo, TrainResult
         (``root/model.pt`` plus its sidecar ``root/model.json``).
     """
     root = Path(root)
-    world = generate_world(root / "world")
+    world = generate_world(root / "world", bias=bias)
     return world, train_demo_model(world.root, root / "model.pt", quiet=quiet)
 
 
@@ -291,7 +295,10 @@ def _cache_key(world: WorldInfo, seed: int, epochs: int) -> dict[str, object]:
         "widths": list(_WIDTHS),
         "mean": list(DEMO_MEAN),
         "std": list(DEMO_STD),
-        "world": {"version": world.version, "seed": world.seed, "n_train": world.n_train, "n_val": world.n_val},
+        "world": {
+            "version": world.version, "seed": world.seed, "n_train": world.n_train, "n_val": world.n_val,
+            "bias": [world.bias.class_name, world.bias.concept, world.bias.train_rate, world.bias.other_rate],
+        },
     }
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "CONCEPTS",
     "SPLITS",
     "WORLD_VERSION",
+    "UNBIASED",
     "PlantedBias",
     "WorldInfo",
     "concept_fractions",
@@ -105,6 +106,10 @@ class PlantedBias:
     concept: str = "flowers"
     train_rate: float = 0.9
     other_rate: float = 0.05
+
+
+# Every class on flowers in 1/5 of its training images, like every other background.
+UNBIASED = PlantedBias(train_rate=0.2, other_rate=0.2)
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,7 @@ class WorldInfo:
 
 
 def generate_world(
-    root: Path, seed: int = 0, n_train: int = 400, n_val: int = 100
+    root: Path, seed: int = 0, n_train: int = 400, n_val: int = 100, bias: PlantedBias | None = None
 ) -> WorldInfo:
     """Write the demo world under ``root``, or reuse it if it is already there.
 
@@ -177,6 +182,9 @@ def generate_world(
         seed: generation seed; the output is a pure function of it and the sizes.
         n_train: training images per class.
         n_val: validation images per class.
+        bias: the planted correlation (default :class:`PlantedBias`: bee on flowers in 90%
+            of its training images). ``UNBIASED`` puts every class on every background
+            equally often: the negative control of the bias debugger.
 
     Returns:
         The world's :class:`WorldInfo`.
@@ -188,8 +196,8 @@ def generate_world(
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer (images per class), got {value!r}")
     root = Path(root).absolute()
-    bias = PlantedBias()
-    if _is_current(root, seed, n_train, n_val):
+    bias = bias if bias is not None else PlantedBias()
+    if _is_current(root, seed, n_train, n_val, bias):
         return load_world(root)
 
     for stale in (root / _META, *(root / s for s in SPLITS), *(root / f"concepts_{s}.npz" for s in SPLITS)):
@@ -233,12 +241,7 @@ def generate_world(
         "concepts": {str(i): name for i, name in enumerate(CONCEPTS)},
         "object_concepts": {cls: cls for cls in CLASSES},
         "background_concepts": list(BACKGROUNDS),
-        "planted_bias": {
-            "class": bias.class_name,
-            "concept": bias.concept,
-            "train_rate": bias.train_rate,
-            "other_rate": bias.other_rate,
-        },
+        "planted_bias": _bias_doc(bias),
         "counts": counts,
         "background_counts": background_counts,
         "concept_files": {s: f"concepts_{s}.npz" for s in SPLITS},
@@ -386,7 +389,7 @@ def _rel_key(world: WorldInfo, rel_path: str | os.PathLike[str]) -> str:
     return PurePosixPath(*path.parts).as_posix()
 
 
-def _is_current(root: Path, seed: int, n_train: int, n_val: int) -> bool:
+def _is_current(root: Path, seed: int, n_train: int, n_val: int, bias: PlantedBias) -> bool:
     try:
         meta = json.loads((root / _META).read_text())
     except (OSError, ValueError):
@@ -397,8 +400,13 @@ def _is_current(root: Path, seed: int, n_train: int, n_val: int) -> bool:
         and meta.get("n_train") == n_train
         and meta.get("n_val") == n_val
         and meta.get("image_size") == IMAGE_SIZE
+        and meta.get("planted_bias") == _bias_doc(bias)
     )
     return same and all((root / f"concepts_{s}.npz").is_file() for s in SPLITS)
+
+
+def _bias_doc(bias: PlantedBias) -> dict[str, object]:
+    return {"class": bias.class_name, "concept": bias.concept, "train_rate": bias.train_rate, "other_rate": bias.other_rate}
 
 
 @lru_cache(maxsize=8)
