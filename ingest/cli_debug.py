@@ -37,7 +37,8 @@ def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, de
     """Score every neuron group of a class for bias (Section 5.1) and write the evidence.
 
     Bias score = activity kept on false positives (M_fp / M_tp, at most 1) x causal effect of
-    masking the group on false positives beyond random neuron sets (z / 3, at most 1) x
+    masking the group on false positives beyond random neuron sets (z / 3, at most 1, and 0
+    unless the empirical p-value against the random sets is <= 0.05) x
     (0.5 + 0.5 x sharing with other classes' circuits); see neurflow.debugging.bias_score.
     """
     from .debugging import debug_classes, result_json
@@ -60,12 +61,12 @@ def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, de
         return
     for circuit, result in results:
         click.echo(f"class {circuit.class_index} ({circuit.class_name}): {result.n_tp} true positives, {result.n_fp} false positives; threshold {result.threshold}")
-        click.echo(f"  {'rank':>4} {'layer':<12} {'grp':>3} {'bias':>6} {'M_tp':>6} {'M_fp':>6} {'fp_flip':>7} {'rand':>6} {'z':>6} {'tp_flip':>7} {'shared':>6}  neurons")
+        click.echo(f"  {'rank':>4} {'layer':<12} {'grp':>3} {'bias':>6} {'M_tp':>6} {'M_fp':>6} {'fp_flip':>7} {'rand':>6} {'z':>6} {'p':>6} {'tp_flip':>7} {'shared':>6}  neurons")
         for rank, e in enumerate(result.groups, start=1):
             flag = "*" if e.bias_score >= result.threshold else " "
             click.echo(
                 f" {flag}{rank:>4} {e.layer:<12} {e.index:>3} {e.bias_score:>6.3f} {_f(e.tp_metric)} {_f(e.fp_metric)} {_f(e.fp_flip, 7)} "
-                f"{_f(e.random_fp_flip_mean)} {_f(e.z_fp_flip)} {_f(e.tp_flip, 7)} {e.shared_classes if e.shared_classes is not None else '-':>6}  {list(e.channels)[:8]}"
+                f"{_f(e.random_fp_flip_mean)} {_f(e.z_fp_flip)} {_f(e.p_fp_flip)} {_f(e.tp_flip, 7)} {e.shared_classes if e.shared_classes is not None else '-':>6}  {list(e.channels)[:8]}"
             )
     if not results:
         echo_err("debug: no class could be debugged")

@@ -33,7 +33,7 @@ DEBUG_WRITES: tuple[tuple[str, str], ...] = (
         "reset",
         "MATCH (g:NeuronGroup {class: $cls}) REMOVE g.bias_score, g.bias_rank, g.biased, g.tp_metric, g.fp_metric, "
         "g.user_metric, g.mask_tp_drop, g.mask_tp_logit_drop, g.mask_fp_flip, g.mask_tp_flip, g.random_fp_flip, g.random_tp_drop, "
-        "g.effect_fp_flip, g.effect_z, g.z_tp_drop, g.shared_classes, g.shared_fraction",
+        "g.effect_fp_flip, g.effect_z, g.effect_p, g.z_tp_drop, g.shared_classes, g.shared_fraction",
     ),
     ("unlink", "MATCH (g:NeuronGroup {class: $cls})-[d:DROPS]->() DELETE d"),
     ("groups", "UNWIND $rows AS r MATCH (g:NeuronGroup {uid: r.uid}) SET g += r.props"),
@@ -80,6 +80,7 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str])
                     "random_tp_drop": e.random_tp_prob_drop_mean,
                     "effect_fp_flip": _none(e.effect_fp_flip),
                     "effect_z": _none(e.z_fp_flip),
+                    "effect_p": _none(e.p_fp_flip),
                     "z_tp_drop": _none(e.z_tp_drop),
                     "shared_classes": e.shared_classes,
                     "shared_fraction": _none(e.shared_fraction),

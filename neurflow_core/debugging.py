@@ -52,6 +52,8 @@ class GroupEvidence:
             the class cannot do without on its own images; not part of the score).
         random_*: mean and std of the same figures over random sets of the group's size.
         effect_fp_flip: fp_flip minus the random mean; z_fp_flip its z-score.
+        p_fp_flip: empirical p-value of fp_flip against the random draws,
+            ``(1 + #{draws flipping at least as many}) / (1 + draws)``.
         z_tp_drop: z-score of tp_prob_drop against the random draws.
         shared_classes: other classes whose circuits use any of the group's concepts (atlas),
             or None.
@@ -77,6 +79,7 @@ class GroupEvidence:
     random_fp_flip_std: float | None
     effect_fp_flip: float | None
     z_fp_flip: float | None
+    p_fp_flip: float | None
     z_tp_drop: float
     shared_classes: int | None
     shared_fraction: float | None
@@ -102,7 +105,16 @@ class ClassDebug:
     image_ids: tuple[str, ...] = ()
 
 
-def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: float | None, shared_fraction: float | None, *, z_ref: float = 3.0) -> float:
+def bias_score(
+    tp_metric: float | None,
+    fp_metric: float | None,
+    z_fp_flip: float | None,
+    shared_fraction: float | None,
+    *,
+    p_fp_flip: float | None = None,
+    z_ref: float = 3.0,
+    alpha: float = 0.05,
+) -> float:
     """Combine the evidence into one bias score in [0, 1].
 
     A group biases the class when three things hold, and the score is their product:
@@ -116,7 +128,10 @@ def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: floa
       always photographed with the context, the context is on the true positives too;
     * **causal beyond random**: ``c = clip(z_fp_flip / z_ref, 0, 1)``: masking the group
       removes more false positives than masking random neuron sets of its size, measured
-      in random-draw standard deviations (z_ref = 3 gives full weight);
+      in random-draw standard deviations (z_ref = 3 gives full weight); and c = 0 unless
+      the empirical p-value ``p_fp_flip`` (when given) is at most ``alpha``: flip fractions
+      over a few false positives are discrete and bounded, so a z-score alone overstates
+      the evidence when random sets also flip them all;
     * **not specific to the class**: ``s = 0.5 + 0.5 * shared_fraction``, where
       shared_fraction is, averaged over the group's members, the fraction of other classes
       whose circuits use the member's concept (concept atlas); without an atlas s = 0.75. Shared concepts are contexts
@@ -128,6 +143,8 @@ def bias_score(tp_metric: float | None, fp_metric: float | None, z_fp_flip: floa
         return 0.0
     a = float(np.clip(fp_metric / tp_metric, 0.0, 1.0)) if tp_metric > 0 else 0.0
     c = float(np.clip(z_fp_flip / z_ref, 0.0, 1.0))
+    if p_fp_flip is not None and p_fp_flip > alpha:
+        c = 0.0
     s = 0.75 if shared_fraction is None else 0.5 + 0.5 * float(np.clip(shared_fraction, 0.0, 1.0))
     return a * c * s
 
@@ -207,7 +224,8 @@ def debug_circuit(
         user_images: optional extra images to score with M.
         class_images: the images the circuit was built from (D_c), to rank patches of the
             patch dataset by logit drop; skipped when None.
-        draws: random neuron sets per group (>= 20 recommended).
+        draws: random neuron sets per group; at least 19 for the empirical p-value to be able
+            to reach 0.05 (the bias score's significance gate), 20 by default.
         seed: for the random sets.
         top_n: images and patches kept per group.
         shared_fraction / shared_classes: per (layer, group index), from the concept atlas.
@@ -277,8 +295,9 @@ def debug_circuit(
                 floor = 1.0 / max(n_fp, 1)  # one image: the resolution of the flip fraction
                 z_flip = (flip - rf_mean) / max(rf_std, floor)
                 effect = flip - rf_mean
+                p_flip = (1 + sum(r >= flip for r in rand_flip)) / (1 + len(rand_flip))
             else:
-                z_flip = effect = None
+                z_flip = effect = p_flip = None
             drops = (base_logits[:, c] - logits[:, c]).double().cpu().numpy() if len(all_images) else np.zeros(0)
             order = np.argsort(-drops, kind="stable")[:top_n]
             top_patches: tuple[tuple[int, float], ...] = ()
@@ -308,10 +327,11 @@ def debug_circuit(
                     random_fp_flip_std=rf_std,
                     effect_fp_flip=effect,
                     z_fp_flip=z_flip,
+                    p_fp_flip=p_flip,
                     z_tp_drop=z_tp,
                     shared_classes=shared_classes.get(key) if shared_classes else None,
                     shared_fraction=frac,
-                    bias_score=bias_score(tp_m, fp_m, z_flip, frac),
+                    bias_score=bias_score(tp_m, fp_m, z_flip, frac, p_fp_flip=p_flip),
                     top_images=tuple((int(i), float(drops[i])) for i in order),
                     top_patches=top_patches,
                 )

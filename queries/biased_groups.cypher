@@ -37,6 +37,7 @@
 //   mask_fp_flip float: fraction of false positives no longer predicted as the class when the group is masked
 //   mask_tp_drop float: mean drop of the class probability on true positives when the group is masked
 //   effect_z float: z-score of mask_fp_flip against masking random neuron sets of the group's size
+//   effect_p float: empirical p-value of mask_fp_flip against those random sets (the score needs <= 0.05)
 //   shared_classes int: number of other classes whose circuits use any of the group's concepts (concept atlas)
 //   shared_fraction float: mean over the group's members of the fraction of other classes using the member's concept (the score's sharing term)
 //   similar_classes list<string>: names of the classes with a SIMILAR_TO group, ascending
@@ -67,6 +68,7 @@ RETURN rank,
        g.mask_fp_flip AS mask_fp_flip,
        g.mask_tp_drop AS mask_tp_drop,
        g.effect_z AS effect_z,
+       g.effect_p AS effect_p,
        g.shared_classes AS shared_classes,
        g.shared_fraction AS shared_fraction,
        COLLECT {

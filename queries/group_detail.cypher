@@ -30,7 +30,7 @@
 //   root_share float: sum over the group's paths to the root of the product of FLOWS_TO.share
 //   similar list<map>: {group, class, jaccard, shared} per SIMILAR_TO group of another class, highest jaccard first
 //   drops list<map>: {source, rank, logit_drop, target, path} per DROPS link written by `neurflow debug` (the images, source 'tp'/'fp'/'user', and patches, source 'patch', whose class logit drops most when the group is masked), by source then rank
-//   bias map: the `neurflow debug` evidence {bias_score, bias_rank, biased, fp_metric, tp_metric, user_metric, mask_fp_flip, mask_tp_flip, random_fp_flip, effect_fp_flip, effect_z, mask_tp_drop, mask_tp_logit_drop, random_tp_drop, z_tp_drop, shared_classes, shared_fraction} (see biased_groups; all null before debug)
+//   bias map: the `neurflow debug` evidence {bias_score, bias_rank, biased, fp_metric, tp_metric, user_metric, mask_fp_flip, mask_tp_flip, random_fp_flip, effect_fp_flip, effect_z, effect_p, mask_tp_drop, mask_tp_logit_drop, random_tp_drop, z_tp_drop, shared_classes, shared_fraction} (see biased_groups; all null before debug)
 MATCH (g:NeuronGroup {uid: $group})
 MATCH (c:Class {uid: g.class})-[:ROOT]->(root:NeuronGroup)
 CALL (g, root) {
@@ -94,5 +94,5 @@ RETURN g.uid AS group,
          RETURN {source: d.source, rank: d.rank, logit_drop: d.logit_drop, target: x.uid, path: coalesce(x.path, x.image)}
        } AS drops,
        g {.bias_score, .bias_rank, .biased, .fp_metric, .tp_metric, .user_metric, .mask_fp_flip, .mask_tp_flip,
-          .random_fp_flip, .effect_fp_flip, .effect_z, .mask_tp_drop, .mask_tp_logit_drop,
+          .random_fp_flip, .effect_fp_flip, .effect_z, .effect_p, .mask_tp_drop, .mask_tp_logit_drop,
           .random_tp_drop, .z_tp_drop, .shared_classes, .shared_fraction} AS bias

@@ -34,3 +34,12 @@ def test_threshold_separates_a_causal_context_from_an_object_part():
     weak = bias_score(0.52, 0.35, 0.5, None)
     assert context >= BIAS_THRESHOLD > part
     assert weak < BIAS_THRESHOLD
+
+
+def test_the_significance_gate():
+    """c is zeroed when random sets flip as many false positives often enough (p > alpha)."""
+    strong = bias_score(0.4, 0.4, 3.0, None, p_fp_flip=1 / 21)
+    assert strong == pytest.approx(0.75)
+    assert bias_score(0.4, 0.4, 3.0, None, p_fp_flip=3 / 21) == 0.0
+    assert bias_score(0.4, 0.4, 3.0, None, p_fp_flip=3 / 21, alpha=0.2) == pytest.approx(0.75)
+    assert bias_score(0.4, 0.4, 3.0, None) == pytest.approx(0.75)  # no p-value given: no gate

@@ -55,6 +55,12 @@ def test_debug_writes_ranked_evidence(graph, image_folder: Path, artifacts: Path
     assert {"layer", "neurons", "bias_score", "fp_metric", "fp_flip", "z_fp_flip", "random_fp_flip_mean"} <= groups[0].keys()
     scores = [g["bias_score"] for g in groups]
     assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    for g in groups:  # the empirical p-value: (1 + draws at least as strong) / (1 + 20)
+        assert g["p_fp_flip"] * 21 == pytest.approx(round(g["p_fp_flip"] * 21)) and 1 / 21 - 1e-12 <= g["p_fp_flip"] <= 1.0
+        if g["fp_flip"] <= g["random_fp_flip_mean"]:
+            assert g["p_fp_flip"] > 0.05  # the group flips no more than the random average: some draw did as well
+        if g["p_fp_flip"] > 0.05:
+            assert g["bias_score"] == 0.0
     records, _, _ = graph.driver.execute_query(
         "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_rank IS NOT NULL RETURN g.bias_rank AS r, g.bias_score AS s ORDER BY r",
         parameters_={"cls": f"{graph_model(graph)}/c{predicted}"},

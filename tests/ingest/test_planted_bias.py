@@ -81,7 +81,7 @@ def _print_ranking(name, result, n=5):
     for rank, e in enumerate(result.groups[:n], start=1):
         print(
             f"  {rank}. {e.layer} g{e.index} bias {e.bias_score:.3f}  M_tp {e.tp_metric:.3f} M_fp {_f(e.fp_metric)}  "
-            f"fp_flip {_f(e.fp_flip)} vs random {_f(e.random_fp_flip_mean)}±{_f(e.random_fp_flip_std)} (z {_f(e.z_fp_flip)})  "
+            f"fp_flip {_f(e.fp_flip)} vs random {_f(e.random_fp_flip_mean)}±{_f(e.random_fp_flip_std)} (z {_f(e.z_fp_flip)}, p {_f(e.p_fp_flip)})  "
             f"tp_flip {_f(e.tp_flip)}  shared {e.shared_classes} ({_f(e.shared_fraction)})  neurons {list(e.channels)}"
         )
 
@@ -125,12 +125,13 @@ def _fp_backgrounds(world, result) -> dict[str, int]:
 
 
 # leaf is not planted, but the model learnt a second-order effect of the planted bias: every
-# one of leaf's false positives is a bee *off* flowers (16 of the 100 validation bees), and a
-# single block3 neuron (its exemplar patches are 0.80 grass; it fires on those bees more than on
-# leaves) flips half of them when masked (4% for random single neurons). By the paper's definition that is a bias of leaf, and the debugger reports
-# it; the test keeps the issue's criterion and records that leaf does not meet it (strict:
-# it fails if leaf stops being flagged, so the note gets revisited).
-LEAF_XFAIL = pytest.mark.xfail(strict=True, reason="second-order bias: leaf's false positives are all off-flower bees, half of them caused by one neuron")
+# one of leaf's 16 false positives is a bee *off* flowers (16 of the 100 validation bees).
+# Its top group (block3 g7: exemplars 0.40 leaf, 0.36 flowers, 0.19 sky) removes 81% of them
+# when masked, against 10% +- 13% for random sets of its size (z 5.4, p 0.048), and also 40%
+# of leaf's own true positives: a bee/leaf confusion that the score cannot tell from a bias.
+# The test keeps the issue's criterion and records that leaf does not meet it (strict: it
+# fails if leaf stops being flagged, so the README and the note get revisited).
+LEAF_XFAIL = pytest.mark.xfail(strict=True, reason="leaf's false positives are all off-flower bees, and its block3 g7 explains 81% of them")
 
 
 @pytest.mark.parametrize("name", ["fish", "kite", "ladybug", pytest.param("leaf", marks=LEAF_XFAIL)])
@@ -189,14 +190,9 @@ def test_debug_command_json_on_the_demo(debugged):
     assert top["bias_score"] == pytest.approx(expected.groups[0].bias_score, abs=1e-9)
 
 
-# Measured: the unbiased model (val accuracy 0.988) still calls 4 kites "leaf", and leaf's
-# block3 g6 (neurons 17 and 57; 17 is the grass-like neuron of the biased model's leaf) flips
-# all 4 when masked (random sets: 0.21 +- 0.34, z 2.3), scoring 0.70. With a handful of false
-# positives an ordinary confusion looks like a bias to the score; recorded, not tuned away.
-@pytest.mark.xfail(strict=True, reason="the score flags leaf's group that explains its 4 kite->leaf confusions (0.70)")
 def test_negative_control_world_without_the_planted_bias(unbiased):
     """Same generator, same seed, every class on every background equally often: the
-    debugger should find no group over the threshold in any class."""
+    debugger finds no group over the threshold in any class."""
     world, by_class, _ = unbiased
     assert world.bias.train_rate == world.bias.other_rate
     scores = []
