@@ -190,7 +190,9 @@ def test_training_cache_is_reused_and_invalidated(tmp_path: Path, world: WorldIn
     assert torch.get_num_threads() == threads
     sidecar = json.loads(cache.with_suffix(".json").read_text())
     assert sidecar["seed"] == 0 and sidecar["epochs"] == 1
-    assert sidecar["world"] == {"version": world.version, "seed": world.seed, "n_train": N_TRAIN, "n_val": N_VAL}
+    assert sidecar["world"] == {
+        "version": world.version, "seed": world.seed, "n_train": N_TRAIN, "n_val": N_VAL, "bias": ["bee", "flowers", 0.9, 0.05],
+    }
     assert sidecar["val_accuracy"] == first.val_accuracy
     assert set(first.per_class_accuracy) == set(world.classes)
     assert not first.model.training
@@ -215,3 +217,14 @@ def test_ensure_demo_missing_world_and_bad_epochs(tmp_path: Path) -> None:
         demo_model.train_demo_model(tmp_path / "nothing", tmp_path / "m.pt", quiet=True)
     with pytest.raises(InputError, match="epochs"):
         demo_model.train_demo_model(tmp_path / "nothing", tmp_path / "m.pt", epochs=0, quiet=True)
+
+
+def test_unbiased_world_spreads_every_class_evenly_and_is_not_mistaken_for_the_biased_one(tmp_path: Path) -> None:
+    from neurflow.ingest.demo.world import UNBIASED
+
+    biased = generate_world(tmp_path, seed=0, n_train=10, n_val=2)
+    assert biased.bias.train_rate == 0.9
+    plain = generate_world(tmp_path, seed=0, n_train=10, n_val=2, bias=UNBIASED)  # redrawn, not reused
+    assert plain.bias == UNBIASED
+    for cls in plain.classes:
+        assert set(plain.background_counts["train"][cls].values()) == {2}  # 10 images over 5 backgrounds
