@@ -3,8 +3,8 @@
 // Answers: which neuron groups make a class predicted for the wrong reasons (paper
 // Section 5, image debugging: e.g. "flower" groups in the circuit of "bee")? `neurflow
 // debug` writes its evidence on each NeuronGroup of a debugged class: bias_score in
-// [0, 1] (higher = more biased: active on false positives beyond true positives, times
-// masking it removes false positives beyond random groups of its size, times how many
+// [0, 1] (higher = more biased: as active on false positives as on true positives, times
+// masking it removes false positives beyond random groups of its size (p <= 0.05), times how many
 // other classes share its concepts), bias_rank (1 = the most biased group of its class),
 // biased (bias_score >= the class's bias_threshold), and the parts of the evidence.
 // Groups never debugged have no bias_score and are never listed. The class a group
