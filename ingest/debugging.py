@@ -18,7 +18,7 @@ import neo4j
 import numpy as np
 import torch
 
-from neurflow.atlas import build_atlas
+from neurflow.atlas import Atlas, build_atlas
 from neurflow.circuit import Circuit
 from neurflow.debugging import ClassDebug, debug_circuit
 
@@ -125,8 +125,13 @@ def _class_loaded(driver: neo4j.Driver, database: str | None, cls: str) -> bool:
     return bool(records) and bool(records[0]["complete"])
 
 
-def shared_concepts(circuits: Sequence[Circuit], target: Circuit) -> tuple[dict, dict]:
-    """Per group of ``target``: how much other classes' circuits use its concepts (atlas).
+def shared_concepts(atlas: Atlas | None, n_circuits: int, target: Circuit) -> tuple[dict, dict]:
+    """Per group of ``target``: how much other classes' circuits use its concepts.
+
+    Args:
+        atlas: the concept atlas of all ``n_circuits`` circuits (built once per run), or
+            None when there is no other class.
+        n_circuits: how many circuits the atlas was built from, ``target``'s included.
 
     Returns:
         ``(counts, fractions)`` keyed by ``(layer, group index)``: ``counts`` is the number
@@ -135,15 +140,14 @@ def shared_concepts(circuits: Sequence[Circuit], target: Circuit) -> tuple[dict,
         using that member's concept. The union saturates for large groups (one generic member
         is enough), so the bias score uses the member mean.
     """
-    if len(circuits) < 2:
+    if atlas is None or n_circuits < 2:
         return {}, {}
-    atlas = build_atlas(circuits)
     users: dict[tuple[str, int], set[int]] = {}
     for a in atlas.assignments:
         users.setdefault((a.neuron.layer, a.concept), set()).add(a.class_index)
     mine = {(a.neuron.layer, a.neuron.channel, a.semantic_group): a.concept for a in atlas.assignments if a.class_index == target.class_index}
     counts, fractions = {}, {}
-    others = len(circuits) - 1
+    others = n_circuits - 1
     for g in target.groups:
         classes: set[int] = set()
         member_fractions = []
@@ -233,6 +237,7 @@ def debug_classes(
         if not tensors:
             raise InputError(f"none of the {len(files)} files in '{images_dir}' could be read as an image")
         user = torch.stack(tensors)
+    atlas = build_atlas(list(circuits.values())) if len(circuits) >= 2 else None  # once for every class
     results = []
     for idx in wanted:
         circuit = circuits[idx]
@@ -261,7 +266,7 @@ def debug_classes(
                 continue
             raise InputError(message)
         fp = torch.cat(fp_list)
-        counts, fractions = shared_concepts(list(circuits.values()), circuit)
+        counts, fractions = shared_concepts(atlas, len(circuits), circuit)
         row_of = {image_id: row for row, image_id in enumerate(own.ids)}
         d_c = own.tensor[torch.as_tensor([row_of[i] for i in circuit.image_ids])] if set(circuit.image_ids) <= row_of.keys() else None
         result = debug_circuit(

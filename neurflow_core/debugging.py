@@ -134,8 +134,9 @@ def bias_score(
       the evidence when random sets also flip them all;
     * **not specific to the class**: ``s = 0.5 + 0.5 * shared_fraction``, where
       shared_fraction is, averaged over the group's members, the fraction of other classes
-      whose circuits use the member's concept (concept atlas); without an atlas s = 0.75. Shared concepts are contexts
-      rather than the class's own parts, so sharing raises the score but cannot make it.
+      whose circuits use the member's concept (concept atlas); without an atlas s = 0.75.
+      Shared concepts are contexts rather than the class's own parts, so sharing raises
+      the score but cannot make it.
 
     Without false positives there is nothing to explain and the score is 0.
     """

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -297,7 +297,7 @@ def _cache_key(world: WorldInfo, seed: int, epochs: int) -> dict[str, object]:
         "std": list(DEMO_STD),
         "world": {
             "version": world.version, "seed": world.seed, "n_train": world.n_train, "n_val": world.n_val,
-            "bias": [world.bias.class_name, world.bias.concept, world.bias.train_rate, world.bias.other_rate],
+            "bias": asdict(world.bias),
         },
     }
 

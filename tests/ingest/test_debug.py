@@ -133,15 +133,18 @@ def test_evidence_write_is_all_or_nothing(graph, artifacts: Path, monkeypatch) -
 def test_shared_concepts_member_mean_is_bounded_by_the_union(artifacts: Path) -> None:
     from neurflow.ingest.pipeline import read_artifact
 
+    from neurflow.atlas import build_atlas
+
     circuits = [read_artifact(d)[0] for d in find_artifacts([artifacts])]
     assert len(circuits) >= 2
     others = len(circuits) - 1
+    atlas = build_atlas(circuits)
     for target in circuits:
-        counts, fractions = debugging.shared_concepts(circuits, target)
+        counts, fractions = debugging.shared_concepts(atlas, len(circuits), target)
         assert set(counts) == set(fractions) == {(g.layer, g.index) for g in target.groups}
         for g in target.groups:
             key = (g.layer, g.index)
             assert 0.0 <= fractions[key] <= counts[key] / others + 1e-12  # a mean of subsets of the union
             if len(g.members) == 1:
                 assert fractions[key] == pytest.approx(counts[key] / others)
-    assert debugging.shared_concepts(circuits[:1], circuits[0]) == ({}, {})
+    assert debugging.shared_concepts(None, 1, circuits[0]) == ({}, {})

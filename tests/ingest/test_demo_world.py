@@ -191,7 +191,7 @@ def test_training_cache_is_reused_and_invalidated(tmp_path: Path, world: WorldIn
     sidecar = json.loads(cache.with_suffix(".json").read_text())
     assert sidecar["seed"] == 0 and sidecar["epochs"] == 1
     assert sidecar["world"] == {
-        "version": world.version, "seed": world.seed, "n_train": N_TRAIN, "n_val": N_VAL, "bias": ["bee", "flowers", 0.9, 0.05],
+        "version": world.version, "seed": world.seed, "n_train": N_TRAIN, "n_val": N_VAL, "bias": {"class_name": "bee", "concept": "flowers", "train_rate": 0.9, "other_rate": 0.05},
     }
     assert sidecar["val_accuracy"] == first.val_accuracy
     assert set(first.per_class_accuracy) == set(world.classes)
