@@ -74,6 +74,7 @@ __all__ = [
     "image_background",
     "list_images",
     "load_world",
+    "swap_background",
 ]
 
 #: Bumped whenever drawing changes, so that a cached world on disk is regenerated.
@@ -369,6 +370,45 @@ def concept_fractions(
     hist = np.bincount(crop.ravel(), minlength=len(world.concepts))
     total = crop.size
     return {name: float(hist[i]) / total for i, name in enumerate(world.concepts)}
+
+
+def swap_background(
+    world: WorldInfo,
+    rel_path: str | os.PathLike[str],
+    background: str,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A counterfactual of one image: its object's pixels pasted on a freshly drawn background.
+
+    The ground truth the debugger is checked against: if moving an image's object onto
+    another background changes the model's prediction, the background, not the object,
+    decided it. Object pixels are copied as they are, so a faint object keeps the trace of
+    its original background that its opacity blend left in them; the new background gets
+    no pixel noise (the object's pixels keep theirs).
+
+    Args:
+        world: the world.
+        rel_path: image path relative to ``world.root`` (see :func:`concept_map`).
+        background: one of ``world.background_concepts``.
+        seed: the new background's draw (the same seed gives the same pixels).
+
+    Returns:
+        ``(image, concept_map)``: uint8 (H, W, 3) and uint8 (H, W), the object's concept
+        ids unchanged and every other pixel labelled ``background``.
+
+    Raises:
+        InputError: unknown background, or an image not in the world.
+    """
+    if background not in world.background_concepts:
+        raise InputError(f"unknown background {background!r}; expected one of {', '.join(world.background_concepts)}")
+    cmap = concept_map(world, rel_path)
+    obj = np.isin(cmap, [world.concept_id(c) for c in world.object_concepts.values()])
+    original = np.asarray(Image.open(world.root / _rel_key(world, rel_path)).convert("RGB"))
+    canvas = _BACKGROUND_DRAW[background](np.random.default_rng([seed, 7_919]))
+    image = (np.clip(canvas, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    image[obj] = original[obj]
+    swapped = np.where(obj, cmap, np.uint8(world.concept_id(background))).astype(np.uint8)
+    return image, swapped
 
 
 # ----------------------------------------------------------------------------- files

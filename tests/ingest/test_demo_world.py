@@ -23,6 +23,7 @@ from neurflow.ingest.demo.world import (
     image_background,
     list_images,
     load_world,
+    swap_background,
 )
 from neurflow.ingest.errors import ArtifactError, InputError
 from PIL import Image
@@ -121,6 +122,29 @@ def test_concept_maps_match_images_and_hold_the_object(world: WorldInfo) -> None
             assert backgrounds == {image_background(world, rel)}
             assert ids == {world.concept_id(cls), world.concept_id(image_background(world, rel))}
             assert 0.005 < float(np.mean(cmap == world.concept_id(cls))) < 0.6
+
+
+def test_swap_background_keeps_the_object_and_redraws_the_rest(world: WorldInfo) -> None:
+    rel = next(r for r, c in list_images(world, "val") if c == "bee" and image_background(world, r) == "flowers")
+    with Image.open(world.root / rel) as f:
+        original = np.asarray(f.convert("RGB"))
+    cmap = concept_map(world, rel)
+    obj = cmap == world.concept_id("bee")
+    image, swapped = swap_background(world, rel, "sky", seed=3)
+    assert image.shape == original.shape and image.dtype == np.uint8
+    np.testing.assert_array_equal(image[obj], original[obj])  # the object, pixel for pixel
+    np.testing.assert_array_equal(swapped[obj], cmap[obj])
+    assert set(np.unique(swapped[~obj]).tolist()) == {world.concept_id("sky")}
+    # the rest is sky: bluer than the flowers it replaced (pink petals on green)
+    assert image[~obj][:, 2].mean() > original[~obj][:, 2].mean() + 20
+    again, _ = swap_background(world, rel, "sky", seed=3)
+    other, _ = swap_background(world, rel, "sky", seed=4)
+    np.testing.assert_array_equal(again, image)
+    assert not np.array_equal(other[~obj], image[~obj]) and np.array_equal(other[obj], image[obj])
+    with pytest.raises(InputError, match="unknown background 'lava'"):
+        swap_background(world, rel, "lava")
+    with pytest.raises(InputError, match="not an image of the world"):
+        swap_background(world, "val/bee/99999.png", "sky")
 
 
 def _flowers_rate(world: WorldInfo, split: str, cls: str) -> float:

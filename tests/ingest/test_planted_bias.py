@@ -10,9 +10,22 @@ what the debugger says against the generator's per-pixel concept maps:
 * bee's top-ranked group is dominated by the planted background in its exemplar patches;
 * masking it removes far more of the background-induced false positives than masking
   random neuron sets of the same size from the same layer, and it passes the threshold;
-* for the four classes without a planted bias, no group passes the threshold;
+* for fish, kite and ladybug, no group passes the threshold;
+* counterfactual ground truth: each false positive's object is pasted on every background
+  (:func:`neurflow.ingest.demo.world.swap_background`); a false positive is
+  *background-made* when a fresh draw of its own background keeps the prediction and some
+  other background changes it. A class's predictions are background-biased when at least
+  five of its false positives, and at least half, are background-made. The debugger flags
+  exactly those classes. This is how leaf is judged: the planted bias has a mirror image
+  in leaf (bees off flowers are called leaf, and are bees again on flowers), which the
+  model learnt although nothing was planted in leaf;
+* every group over the threshold shows more background than object in its exemplars;
+* the cross-class concept atlas (whose sharing enters the score) is pure: at least 70% of the
+  semantic groups of each large layer sit in a concept whose majority ground-truth concept is
+  their own;
 * negative control: the same world drawn *without* the planted correlation (every class on
-  every background equally often) and a model trained on it: no group of any class passes.
+  every background equally often) and a model trained on it: no group of any class passes,
+  and no class is background-biased by the counterfactual test.
 
 Every figure is printed (``pytest -s``).
 """
@@ -21,6 +34,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +60,15 @@ def _build_and_debug(root: Path, bias=None):
     assert all(o.status in ("computed", "skipped") for o in outcomes), [(o.class_name, o.status, o.message) for o in outcomes]
     results = debug_classes(None, req, classes="all", write=False, draws=20, quiet=True, log=lambda *_: None)
     print(f"\n{root.name} model: val accuracy {trained.val_accuracy:.3f}; debugged {[c.class_name for c, _ in results]}")
-    return world, {c.class_name: (c, r) for c, r in results}, root
+    return Debugged(world, {c.class_name: (c, r) for c, r in results}, root, trained.model.eval())
+
+
+@dataclass(frozen=True)
+class Debugged:
+    world: object
+    by_class: dict
+    root: Path
+    model: object
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +113,7 @@ def _f(v) -> str:
 
 
 def test_biased_class_top_group_is_the_planted_background(debugged):
-    world, by_class, _ = debugged
+    world, by_class = debugged.world, debugged.by_class
     circuit, result = by_class[BIASED]
     _print_ranking(BIASED, result)
     # the false positives are background-induced: every one of them shows the planted concept
@@ -124,19 +146,9 @@ def _fp_backgrounds(world, result) -> dict[str, int]:
     return dict(counts)
 
 
-# leaf is not planted, but the model learnt a second-order effect of the planted bias: every
-# one of leaf's 16 false positives is a bee *off* flowers (16 of the 100 validation bees).
-# Its top group (block3 g7: exemplars 0.40 leaf, 0.36 flowers, 0.19 sky) removes 81% of them
-# when masked, against 10% +- 13% for random sets of its size (z 5.4, p 0.048), and also 40%
-# of leaf's own true positives: a bee/leaf confusion that the score cannot tell from a bias.
-# The test keeps the issue's criterion and records that leaf does not meet it (strict: it
-# fails if leaf stops being flagged, so the README and the note get revisited).
-LEAF_XFAIL = pytest.mark.xfail(strict=True, reason="leaf's false positives are all off-flower bees, and its block3 g7 explains 81% of them")
-
-
-@pytest.mark.parametrize("name", ["fish", "kite", "ladybug", pytest.param("leaf", marks=LEAF_XFAIL)])
+@pytest.mark.parametrize("name", ["fish", "kite", "ladybug"])
 def test_unbiased_class_has_no_group_over_the_threshold(debugged, name):
-    world, by_class, _ = debugged
+    world, by_class = debugged.world, debugged.by_class
     threshold = by_class[BIASED][1].threshold
     if name not in by_class:  # skipped by the debugger: no image of another class is predicted as it
         print(f"{name}: no false positives, nothing to debug")
@@ -155,7 +167,7 @@ def test_unbiased_class_has_no_group_over_the_threshold(debugged, name):
 def test_groups_separate_the_planted_concept_from_the_object(debugged):
     """Some group of the biased class is mostly the planted background and another mostly
     the object: the concept circuit separates them, which the ranking above builds on."""
-    world, by_class, _ = debugged
+    world, by_class = debugged.world, debugged.by_class
     circuit, _ = by_class[BIASED]
     obj = world.object_concepts[BIASED]
     per_group = {(g.layer, g.index): _exemplar_concepts(world, circuit, g) for g in circuit.groups}
@@ -175,7 +187,7 @@ def test_debug_command_json_on_the_demo(debugged):
 
     from neurflow.ingest.cli import main
 
-    _, by_class, root = debugged
+    by_class, root = debugged.by_class, debugged.root
     args = ["debug", "--model", "demo", "--demo-root", str(root), "--data", str(root / "world" / "val"), "--out", str(root / "artifacts"),
             "--classes", BIASED, "--format", "json", "--no-graph", "--quiet", "--device", "cpu"]
     result = CliRunner().invoke(main, args)
@@ -193,7 +205,7 @@ def test_debug_command_json_on_the_demo(debugged):
 def test_negative_control_world_without_the_planted_bias(unbiased):
     """Same generator, same seed, every class on every background equally often: the
     debugger finds no group over the threshold in any class."""
-    world, by_class, _ = unbiased
+    world, by_class = unbiased.world, unbiased.by_class
     assert world.bias.train_rate == world.bias.other_rate
     scores = []
     for name, (_, result) in sorted(by_class.items()):
@@ -201,3 +213,182 @@ def test_negative_control_world_without_the_planted_bias(unbiased):
         scores.append((max((e.bias_score for e in result.groups), default=0.0), name))
     print("highest bias score per class without a planted bias: " + ", ".join(f"{n} {s:.3f}" for s, n in sorted(scores, reverse=True)))
     assert all(score < BIAS_THRESHOLD for score, _ in scores)
+
+
+# ----------------------------------------------------------------------------- counterfactual ground truth
+
+MIN_MADE = 5  # background-made false positives needed to call a class background-biased (a pattern, not an anecdote)
+
+
+def _background_made(run: Debugged, name: str) -> tuple[int, int]:
+    """``(false positives, background-made ones)`` of one class, by swapping backgrounds.
+
+    An image of another class predicted as ``name`` is background-made when its object on a
+    fresh draw of its own background is still predicted ``name`` and on some other
+    background is not: the background, not the object, decided it. Counted over the whole
+    ``val`` split (the images the debugger scores), from the model's own predictions.
+    """
+    import torch
+
+    from neurflow.ingest.demo.model import _normalise, load_split_tensors
+    from neurflow.ingest.demo.world import image_background, swap_background
+
+    world, model = run.world, run.model
+    images, labels, paths = load_split_tensors(world, "val")
+    target = world.classes.index(name)
+    with torch.no_grad():
+        preds = model(_normalise(images)).argmax(1)
+    made, fps = 0, 0
+    for i in torch.nonzero((preds == target) & (labels != target)).flatten().tolist():
+        fps += 1
+        swapped = np.stack([swap_background(world, paths[i], bg, seed=i)[0] for bg in world.background_concepts])
+        with torch.no_grad():
+            p = model(_normalise(torch.from_numpy(swapped).permute(0, 3, 1, 2))).argmax(1).tolist()
+        own = world.background_concepts.index(image_background(world, paths[i]))
+        changed = [bg for j, bg in enumerate(world.background_concepts) if j != own and p[j] != target]
+        is_made = p[own] == target and bool(changed)
+        made += is_made
+        print(f"  {name} FP {paths[i]} on {world.background_concepts[own]}: " + " ".join(f"{bg}->{world.classes[q]}" for bg, q in zip(world.background_concepts, p)) + ("  background-made" if is_made else ""))
+    return fps, made
+
+
+def _true_positive_loss(run: Debugged) -> dict[str, dict[str, float]]:
+    """Per class and background: of the class's true positives on *other* backgrounds, the
+    fraction no longer predicted as the class when their object is pasted on this one."""
+    import torch
+
+    from neurflow.ingest.demo.model import _normalise, load_split_tensors
+    from neurflow.ingest.demo.world import image_background, swap_background
+
+    world, model = run.world, run.model
+    images, labels, paths = load_split_tensors(world, "val")
+    with torch.no_grad():
+        preds = model(_normalise(images)).argmax(1)
+    out: dict[str, dict[str, float]] = {}
+    for target, name in enumerate(world.classes):
+        tps = torch.nonzero((preds == target) & (labels == target)).flatten().tolist()
+        out[name] = {}
+        for bg in world.background_concepts:
+            moved = [i for i in tps if image_background(world, paths[i]) != bg]
+            swapped = np.stack([swap_background(world, paths[i], bg, seed=i)[0] for i in moved])
+            with torch.no_grad():
+                p = model(_normalise(torch.from_numpy(swapped).permute(0, 3, 1, 2))).argmax(1)
+            out[name][bg] = float((p != target).float().mean())
+    return out
+
+
+def _check_flags_against_counterfactuals(run: Debugged) -> dict[str, tuple[int, int, bool, float]]:
+    rows = {}
+    for name in run.world.classes:
+        fps, made = _background_made(run, name)
+        biased = made >= MIN_MADE and made >= fps / 2
+        result = run.by_class.get(name, (None, None))[1]
+        top = max((e.bias_score for e in result.groups), default=0.0) if result is not None else 0.0
+        rows[name] = (fps, made, biased, top)
+    print(f"{run.root.name}: class: false positives, background-made, background-biased, top bias score")
+    for name, (fps, made, biased, top) in rows.items():
+        print(f"  {name}: {fps} FP, {made} background-made, biased {biased}, top score {top:.3f}")
+    for name, (_, _, biased, top) in rows.items():
+        assert biased == (top >= BIAS_THRESHOLD), f"{name}: counterfactually biased {biased}, top bias score {top:.3f}"
+    return rows
+
+
+def test_flags_match_the_counterfactual_ground_truth(debugged):
+    """The debugger flags exactly the classes whose false positives the background makes:
+    bee (planted) and leaf (its mirror image, learnt: off-flower bees are called leaf)."""
+    rows = _check_flags_against_counterfactuals(debugged)
+    assert {n for n, r in rows.items() if r[2]} >= {BIASED}
+    assert not rows["fish"][2] and not rows["kite"][2] and not rows["ladybug"][2]
+
+
+def test_leaf_false_positives_are_bees_that_flowers_turn_back_into_bees(debugged):
+    """Why leaf is flagged: its false positives are bees off flowers; on flowers the model
+    calls the same objects bee; its flagged groups show backgrounds, not leaves."""
+    import torch
+
+    from neurflow.ingest.demo.model import _normalise
+    from neurflow.ingest.demo.world import swap_background
+
+    world, (circuit, result) = debugged.world, debugged.by_class["leaf"]
+    fps = result.image_ids[result.n_tp : result.n_tp + result.n_fp]
+    assert fps and all(i.startswith(f"{BIASED}/") for i in fps)
+    on_flowers = np.stack([swap_background(world, f"val/{i}", CONCEPT, seed=k)[0] for k, i in enumerate(fps)])
+    with torch.no_grad():
+        preds = debugged.model(_normalise(torch.from_numpy(on_flowers).permute(0, 3, 1, 2))).argmax(1)
+    bee_rate = float((preds == world.classes.index(BIASED)).float().mean())
+    print(f"leaf's {len(fps)} false positives on {CONCEPT}: {bee_rate:.2f} predicted {BIASED}")
+    assert bee_rate >= 0.9
+    # and leaf's own predictions lean on the background: moved onto flowers, many real leaves
+    # stop being leaf, far more than any class loses on any background
+    loss = _true_positive_loss(debugged)
+    for name, per_bg in loss.items():
+        print(f"{name} true positives moved onto another background, fraction no longer {name}: " + ", ".join(f"{b} {v:.2f}" for b, v in per_bg.items()))
+    others = max(v for name, per_bg in loss.items() if name != "leaf" for v in per_bg.values())
+    assert loss["leaf"][CONCEPT] >= 0.3 and loss["leaf"][CONCEPT] > 2 * others
+    flagged = [e for e in result.groups if e.bias_score >= result.threshold]
+    assert flagged
+    for e in flagged:
+        group = next(g for g in circuit.groups if (g.layer, g.index) == (e.layer, e.index))
+        shares = _exemplar_concepts(world, circuit, group)
+        background = sum(shares[b] for b in world.background_concepts)
+        print(f"leaf {e.layer} g{e.index} bias {e.bias_score:.3f}: exemplars background {background:.2f}, leaf {shares['leaf']:.2f}; fp_flip {e.fp_flip:.3f} tp_flip {e.tp_flip:.3f}")
+        assert background >= 0.8 and shares["leaf"] <= 0.2
+
+
+def test_every_flagged_group_shows_more_background_than_object(debugged):
+    world, flagged = debugged.world, 0
+    for name, (circuit, result) in sorted(debugged.by_class.items()):
+        for e in result.groups:
+            if e.bias_score < result.threshold:
+                continue
+            flagged += 1
+            group = next(g for g in circuit.groups if (g.layer, g.index) == (e.layer, e.index))
+            shares = _exemplar_concepts(world, circuit, group)
+            background = sum(shares[b] for b in world.background_concepts)
+            print(f"{name} {e.layer} g{e.index} bias {e.bias_score:.3f}: exemplars background {background:.2f}, object {shares[name]:.2f}")
+            assert background > shares[name]
+    assert flagged >= 1
+
+
+def test_negative_control_has_no_background_biased_class(unbiased):
+    rows = _check_flags_against_counterfactuals(unbiased)
+    assert not any(r[2] for r in rows.values())
+
+
+def _atlas_purity(run: Debugged) -> dict[str, tuple[int, int, float]]:
+    """Per layer: semantic groups, concepts, and the fraction of semantic groups whose concept's
+    majority ground-truth concept (of the groups' exemplar patches) is their own."""
+    from collections import Counter
+
+    from neurflow.atlas import build_atlas
+    from neurflow.ingest.cli_demo import demo_request
+    from neurflow.ingest.pipeline import find_artifacts, read_artifact
+
+    circuits = {c.class_index: c for c, _ in run.by_class.values()}
+    for d in find_artifacts([demo_request(run.root).out]):
+        c = read_artifact(d)[0]
+        circuits.setdefault(c.class_index, c)  # classes the debugger skipped (no false positives)
+    atlas = build_atlas(list(circuits.values()))
+    sgs = {(c.class_index, sg.neuron, sg.index): (c, sg) for c in circuits.values() for sg in c.semantic_groups}
+    by_concept: dict[tuple[str, int], list[str]] = defaultdict(list)
+    for a in atlas.assignments:
+        c, sg = sgs[(a.class_index, a.neuron, a.semantic_group)]
+        shares = _exemplar_concepts(run.world, c, sg)
+        by_concept[(a.neuron.layer, a.concept)].append(max(shares, key=shares.get))
+    out = {}
+    for layer in sorted({k for k, _ in by_concept}):
+        groups = [v for (ly, _), v in by_concept.items() if ly == layer]
+        n = sum(len(v) for v in groups)
+        out[layer] = (n, len(groups), sum(Counter(v).most_common(1)[0][1] for v in groups) / n)
+    return out
+
+
+@pytest.mark.parametrize("world_name", ["debugged", "unbiased"])
+def test_atlas_concepts_are_pure_in_ground_truth_concepts(world_name, request):
+    """Concepts of the cross-class atlas mostly hold one ground-truth concept: in every layer
+    with many semantic groups, at least 70% sit in a concept whose majority is their own."""
+    purity = _atlas_purity(request.getfixturevalue(world_name))
+    for layer, (n, k, p) in purity.items():
+        print(f"{world_name} atlas {layer}: {n} semantic groups, {k} concepts, purity {p:.2f}")
+    big = {layer: p for layer, (n, _, p) in purity.items() if n >= 50}
+    assert big and all(p >= 0.7 for p in big.values())
