@@ -188,8 +188,10 @@ def debug_classes(
         images_dir: optional folder of extra images to score (any layout).
 
     Raises:
-        InputError / ArtifactError / DatabaseError with a clear message; nothing is written
-        for a class whose evidence could not be computed.
+        InputError / ArtifactError / DatabaseError with a clear message. Every class is
+        checked (artifact, fingerprint, loaded in the graph, false positives) and computed
+        before anything is written, so a bad class in a list writes nothing; each class's
+        evidence is then written in its own transaction.
     """
     from .images import _load_one, load_class_images, resolve_classes, scan_data
     from .models import load_model
@@ -237,8 +239,8 @@ def debug_classes(
         if not tensors:
             raise InputError(f"none of the {len(files)} files in '{images_dir}' could be read as an image")
         user = torch.stack(tensors)
-    atlas = build_atlas(list(circuits.values())) if len(circuits) >= 2 else None  # once for every class
-    results = []
+    # every check before any model work or write: a bad class in a list writes nothing
+    jobs = []
     for idx in wanted:
         circuit = circuits[idx]
         cls = class_uid(model_uid(circuit.model_name, circuit.model_fingerprint), idx)
@@ -265,7 +267,11 @@ def debug_classes(
                 log(f"  {message}; skipped")
                 continue
             raise InputError(message)
-        fp = torch.cat(fp_list)
+        jobs.append((idx, cls, tp, torch.cat(fp_list), tp_paths + fp_paths + user_paths))
+    atlas = build_atlas(list(circuits.values())) if len(circuits) >= 2 else None  # once for every class
+    results = []
+    for idx, cls, tp, fp, image_ids in jobs:
+        circuit, own = circuits[idx], loaded[idx]
         counts, fractions = shared_concepts(atlas, len(circuits), circuit)
         row_of = {image_id: row for row, image_id in enumerate(own.ids)}
         d_c = own.tensor[torch.as_tensor([row_of[i] for i in circuit.image_ids])] if set(circuit.image_ids) <= row_of.keys() else None
@@ -281,13 +287,13 @@ def debug_classes(
             top_n=top_n,
             shared_fraction=fractions or None,
             shared_classes=counts or None,
-            image_ids=tp_paths + fp_paths + user_paths,
+            image_ids=image_ids,
         )
-        if write:
-            rows = debug_rows(circuit, result, list(result.image_ids))
-            write_debug(conn.driver, conn.database, cls, rows, result)
-        results.append((circuit, result))
-    return results
+        results.append((circuit, cls, result))
+    if write:  # one transaction per class, after every class was computed
+        for circuit, cls, result in results:
+            write_debug(conn.driver, conn.database, cls, debug_rows(circuit, result, list(result.image_ids)), result)
+    return [(circuit, result) for circuit, _, result in results]
 
 
 def result_json(circuit: Circuit, result: ClassDebug) -> dict:

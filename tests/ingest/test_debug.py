@@ -90,6 +90,26 @@ def test_class_not_in_the_graph(graph, image_folder: Path, artifacts: Path, pred
     assert "has no ingested circuit in the graph" in result.output
 
 
+def test_a_bad_class_in_a_list_writes_nothing(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    """The first class is fine, the second has no false positives: the command fails before
+    writing the first class's evidence."""
+    load(graph.driver, graph.database, find_artifacts([artifacts]), log=lambda _: None)
+    other = (predicted + 1) % 3
+    result = _debug(graph, image_folder, artifacts, "--classes", f"{predicted},{other}")
+    assert result.exit_code == 2
+    assert "no false positives available" in result.output
+    records, _, _ = graph.driver.execute_query(
+        "MATCH (g:NeuronGroup) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", database_=graph.database
+    )
+    assert records[0]["n"] == 0
+    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted))  # the good class alone is written
+    assert result.exit_code == 0, result.output
+    records, _, _ = graph.driver.execute_query(
+        "MATCH (g:NeuronGroup) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", database_=graph.database
+    )
+    assert records[0]["n"] > 0
+
+
 def test_other_weights_are_refused(tmp_path: Path, image_folder: Path, artifacts: Path, predicted: int) -> None:
     torch.manual_seed(1)
     other = make()
