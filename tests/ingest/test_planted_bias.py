@@ -328,11 +328,16 @@ def test_leaf_false_positives_are_bees_that_flowers_turn_back_into_bees(debugged
     flagged = [e for e in result.groups if e.bias_score >= result.threshold]
     assert flagged
     for e in flagged:
-        group = next(g for g in circuit.groups if (g.layer, g.index) == (e.layer, e.index))
-        shares = _exemplar_concepts(world, circuit, group)
-        background = sum(shares[b] for b in world.background_concepts)
+        shares, background = _group_shares(world, circuit, e)
         print(f"leaf {e.layer} g{e.index} bias {e.bias_score:.3f}: exemplars background {background:.2f}, leaf {shares['leaf']:.2f}; fp_flip {e.fp_flip:.3f} tp_flip {e.tp_flip:.3f}")
         assert background >= 0.8 and shares["leaf"] <= 0.2
+
+
+def _group_shares(world, circuit, evidence) -> tuple[dict[str, float], float]:
+    """Concept shares of a ranked group's exemplar patches, and their background total."""
+    group = next(g for g in circuit.groups if (g.layer, g.index) == (evidence.layer, evidence.index))
+    shares = _exemplar_concepts(world, circuit, group)
+    return shares, sum(shares[b] for b in world.background_concepts)
 
 
 def test_every_flagged_group_shows_more_background_than_object(debugged):
@@ -342,9 +347,7 @@ def test_every_flagged_group_shows_more_background_than_object(debugged):
             if e.bias_score < result.threshold:
                 continue
             flagged += 1
-            group = next(g for g in circuit.groups if (g.layer, g.index) == (e.layer, e.index))
-            shares = _exemplar_concepts(world, circuit, group)
-            background = sum(shares[b] for b in world.background_concepts)
+            shares, background = _group_shares(world, circuit, e)
             print(f"{name} {e.layer} g{e.index} bias {e.bias_score:.3f}: exemplars background {background:.2f}, object {shares[name]:.2f}")
             assert background > shares[name]
     assert flagged >= 1
