@@ -62,15 +62,34 @@ def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, de
     for circuit, result in results:
         click.echo(f"class {circuit.class_index} ({circuit.class_name}): {result.n_tp} true positives, {result.n_fp} false positives; threshold {result.threshold}")
         click.echo(f"  {'rank':>4} {'layer':<12} {'grp':>3} {'bias':>6} {'M_tp':>6} {'M_fp':>6} {'fp_flip':>7} {'rand':>6} {'z':>6} {'p':>6} {'tp_flip':>7} {'shared':>6}  neurons")
-        for rank, e in enumerate(result.groups, start=1):
+        for rank, (e, neurons) in enumerate(zip(result.groups, neuron_cells(result.groups)), start=1):
             flag = "*" if e.bias_score >= result.threshold else " "
             click.echo(
                 f" {flag}{rank:>4} {e.layer:<12} {e.index:>3} {e.bias_score:>6.3f} {_f(e.tp_metric)} {_f(e.fp_metric)} {_f(e.fp_flip, 7)} "
-                f"{_f(e.random_fp_flip_mean)} {_f(e.z_fp_flip)} {_f(e.p_fp_flip)} {_f(e.tp_flip, 7)} {e.shared_classes if e.shared_classes is not None else '-':>6}  {list(e.channels)[:8]}"
+                f"{_f(e.random_fp_flip_mean)} {_f(e.z_fp_flip)} {_f(e.p_fp_flip)} {_f(e.tp_flip, 7)} {e.shared_classes if e.shared_classes is not None else '-':>6}  {neurons}"
             )
     if not results:
         echo_err("debug: no class could be debugged")
         raise SystemExit(1)
+
+
+def neuron_cells(groups, shown: int = 8) -> list[str]:
+    """The table's neurons column, in rank order: the first ``shown`` channels and how many
+    more, or "same neurons as rank N" for a group whose neuron set a higher-ranked group of
+    its layer already has (two neuron groups can hold the same neurons through different
+    semantic groups; masking them is then the same experiment)."""
+    first: dict[tuple[str, tuple[int, ...]], int] = {}
+    cells = []
+    for rank, e in enumerate(groups, start=1):
+        key = (e.layer, tuple(sorted(e.channels)))
+        if key in first:
+            cells.append(f"same neurons as rank {first[key]}")
+            continue
+        first[key] = rank
+        channels = list(e.channels)
+        more = f" +{len(channels) - shown} more" if len(channels) > shown else ""
+        cells.append(f"{channels[:shown]}{more}")
+    return cells
 
 
 def _f(x, width: int = 6) -> str:

@@ -168,3 +168,12 @@ def test_shared_concepts_member_mean_is_bounded_by_the_union(artifacts: Path) ->
             if len(g.members) == 1:
                 assert fractions[key] == pytest.approx(counts[key] / others)
     assert debugging.shared_concepts(None, 1, circuits[0]) == ({}, {})
+
+
+def test_table_names_groups_with_the_same_neurons() -> None:
+    from types import SimpleNamespace as G
+
+    from neurflow.ingest.cli_debug import neuron_cells
+
+    groups = [G(layer="b4", channels=(5, 16, 28)), G(layer="b3", channels=(28, 16, 5)), G(layer="b4", channels=(28, 5, 16)), G(layer="b4", channels=tuple(range(10)))]
+    assert neuron_cells(groups) == ["[5, 16, 28]", "[28, 16, 5]", "same neurons as rank 1", "[0, 1, 2, 3, 4, 5, 6, 7] +2 more"]
