@@ -1,4 +1,5 @@
-"""Progress bars for long steps (tqdm), silenced by ``--quiet``."""
+"""Progress bars for long steps (tqdm), silenced by ``--quiet`` and when stderr is not a
+terminal (a log file or CI would otherwise collect every redraw)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def bar_factory(quiet: bool):
         return None
 
     def make(stage: str, total: int) -> tqdm:
-        return tqdm(total=total, desc=stage, unit="", leave=False, file=sys.stderr, dynamic_ncols=True)
+        # disable=None: tqdm turns itself off when the stream is not a TTY
+        return tqdm(total=total, desc=stage, unit="", leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
 
     return make
