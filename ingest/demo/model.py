@@ -53,6 +53,7 @@ __all__ = [
     "ensure_demo",
     "load_split_tensors",
     "measure_planted_bias",
+    "predict",
     "train_demo_model",
 ]
 
@@ -181,7 +182,7 @@ def measure_planted_bias(world: WorldInfo, model: nn.Module, *, batch_size: int 
         batch_size: images per forward pass.
     """
     images, labels, paths = load_split_tensors(world, "val")
-    preds = _predict(model, images, batch_size)
+    preds = predict(model, images, batch_size)
     target = world.classes.index(world.bias.class_name)
     hits: dict[str, list[bool]] = {b: [] for b in world.background_concepts}
     for rel, label, pred in zip(paths, labels.tolist(), preds.tolist(), strict=True):
@@ -352,7 +353,9 @@ def _normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _predict(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Class indices the demo model predicts for uint8 ``(N, 3, H, W)`` images (normalised
+    here, in batches, in eval mode; the model's mode is restored)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -403,7 +406,7 @@ def _fit(world: WorldInfo, seed: int, epochs: int, quiet: bool) -> tuple[DemoCNN
     bar.close()
 
     model.eval()
-    preds = _predict(model, x_val, 256)  # (N,)
+    preds = predict(model, x_val)  # (N,)
     per_class = {
         cls: float((preds[y_val == k] == k).float().mean()) if bool((y_val == k).any()) else 0.0
         for k, cls in enumerate(world.classes)

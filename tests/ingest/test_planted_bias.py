@@ -41,6 +41,7 @@ import numpy as np
 import pytest
 
 from neurflow.debugging import BIAS_THRESHOLD
+from neurflow.ingest.demo.model import predict
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ BIASED, CONCEPT = "bee", "flowers"
 def _build_and_debug(root: Path, bias=None):
     from neurflow.ingest.cli_demo import demo_request
     from neurflow.ingest.debugging import debug_classes
-    from neurflow.ingest.demo.model import ensure_demo
+    from neurflow.ingest.demo.model import ensure_demo, load_split_tensors
     from neurflow.ingest.pipeline import compute
 
     world, trained = ensure_demo(root, quiet=True, bias=bias)
@@ -60,15 +61,28 @@ def _build_and_debug(root: Path, bias=None):
     assert all(o.status in ("computed", "skipped") for o in outcomes), [(o.class_name, o.status, o.message) for o in outcomes]
     results = debug_classes(None, req, classes="all", write=False, draws=20, quiet=True, log=lambda *_: None)
     print(f"\n{root.name} model: val accuracy {trained.val_accuracy:.3f}; debugged {[c.class_name for c, _ in results]}")
-    return Debugged(world, {c.class_name: (c, r) for c, r in results}, root, trained.model.eval())
+    images, labels, paths = load_split_tensors(world, "val")
+    model = trained.model.eval()
+    return Debugged(world, {c.class_name: (c, r) for c, r in results}, root, model, labels, paths, predict(model, images))
 
 
 @dataclass(frozen=True)
 class Debugged:
+    """One demo world after the debugger ran, with the model's predictions on ``val``."""
+
     world: object
     by_class: dict
     root: Path
     model: object
+    labels: object  # (N,) true classes of the val images
+    paths: list  # their paths relative to the world's root
+    preds: object  # (N,) the model's predictions
+
+    def predict_arrays(self, arrays: list) -> list[int]:
+        """Predictions for uint8 (H, W, 3) images (counterfactuals)."""
+        import torch
+
+        return predict(self.model, torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -228,22 +242,14 @@ def _background_made(run: Debugged, name: str) -> tuple[int, int]:
     background is not: the background, not the object, decided it. Counted over the whole
     ``val`` split (the images the debugger scores), from the model's own predictions.
     """
-    import torch
-
-    from neurflow.ingest.demo.model import _normalise, load_split_tensors
     from neurflow.ingest.demo.world import image_background, swap_background
 
-    world, model = run.world, run.model
-    images, labels, paths = load_split_tensors(world, "val")
+    world, paths = run.world, run.paths
     target = world.classes.index(name)
-    with torch.no_grad():
-        preds = model(_normalise(images)).argmax(1)
     made, fps = 0, 0
-    for i in torch.nonzero((preds == target) & (labels != target)).flatten().tolist():
+    for i in ((run.preds == target) & (run.labels != target)).nonzero().flatten().tolist():
         fps += 1
-        swapped = np.stack([swap_background(world, paths[i], bg, seed=i)[0] for bg in world.background_concepts])
-        with torch.no_grad():
-            p = model(_normalise(torch.from_numpy(swapped).permute(0, 3, 1, 2))).argmax(1).tolist()
+        p = run.predict_arrays([swap_background(world, paths[i], bg, seed=i)[0] for bg in world.background_concepts])
         own = world.background_concepts.index(image_background(world, paths[i]))
         changed = [bg for j, bg in enumerate(world.background_concepts) if j != own and p[j] != target]
         is_made = p[own] == target and bool(changed)
@@ -255,25 +261,17 @@ def _background_made(run: Debugged, name: str) -> tuple[int, int]:
 def _true_positive_loss(run: Debugged) -> dict[str, dict[str, float]]:
     """Per class and background: of the class's true positives on *other* backgrounds, the
     fraction no longer predicted as the class when their object is pasted on this one."""
-    import torch
-
-    from neurflow.ingest.demo.model import _normalise, load_split_tensors
     from neurflow.ingest.demo.world import image_background, swap_background
 
-    world, model = run.world, run.model
-    images, labels, paths = load_split_tensors(world, "val")
-    with torch.no_grad():
-        preds = model(_normalise(images)).argmax(1)
+    world, paths = run.world, run.paths
     out: dict[str, dict[str, float]] = {}
     for target, name in enumerate(world.classes):
-        tps = torch.nonzero((preds == target) & (labels == target)).flatten().tolist()
+        tps = ((run.preds == target) & (run.labels == target)).nonzero().flatten().tolist()
         out[name] = {}
         for bg in world.background_concepts:
             moved = [i for i in tps if image_background(world, paths[i]) != bg]
-            swapped = np.stack([swap_background(world, paths[i], bg, seed=i)[0] for i in moved])
-            with torch.no_grad():
-                p = model(_normalise(torch.from_numpy(swapped).permute(0, 3, 1, 2))).argmax(1)
-            out[name][bg] = float((p != target).float().mean())
+            p = np.array(run.predict_arrays([swap_background(world, paths[i], bg, seed=i)[0] for i in moved]))
+            out[name][bg] = float(np.mean(p != target))
     return out
 
 
@@ -304,18 +302,13 @@ def test_flags_match_the_counterfactual_ground_truth(debugged):
 def test_leaf_false_positives_are_bees_that_flowers_turn_back_into_bees(debugged):
     """Why leaf is flagged: its false positives are bees off flowers; on flowers the model
     calls the same objects bee; its flagged groups show backgrounds, not leaves."""
-    import torch
-
-    from neurflow.ingest.demo.model import _normalise
     from neurflow.ingest.demo.world import swap_background
 
     world, (circuit, result) = debugged.world, debugged.by_class["leaf"]
     fps = result.image_ids[result.n_tp : result.n_tp + result.n_fp]
     assert fps and all(i.startswith(f"{BIASED}/") for i in fps)
-    on_flowers = np.stack([swap_background(world, f"val/{i}", CONCEPT, seed=k)[0] for k, i in enumerate(fps)])
-    with torch.no_grad():
-        preds = debugged.model(_normalise(torch.from_numpy(on_flowers).permute(0, 3, 1, 2))).argmax(1)
-    bee_rate = float((preds == world.classes.index(BIASED)).float().mean())
+    preds = np.array(debugged.predict_arrays([swap_background(world, f"val/{i}", CONCEPT, seed=k)[0] for k, i in enumerate(fps)]))
+    bee_rate = float(np.mean(preds == world.classes.index(BIASED)))
     print(f"leaf's {len(fps)} false positives on {CONCEPT}: {bee_rate:.2f} predicted {BIASED}")
     assert bee_rate >= 0.9
     # and leaf's own predictions lean on the background: moved onto flowers, many real leaves
