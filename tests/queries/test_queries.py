@@ -104,6 +104,9 @@ def typical_params(loaded) -> dict[str, dict]:
         "concept_classes": {"concept": concept},
         "biased_groups": {},
         "unfaithful_classes": {},
+        "class_circuit": {"class": "bee"},
+        "group_exemplars": {"groups": [group]},
+        "media_files": {"uids": [loaded.run("group_detail", group=group)[0]["exemplars"][0]["patch"]]},
     }
 
 
