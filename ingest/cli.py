@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "query": "neurflow.queries.cli:query",
     "debug": "neurflow.ingest.cli_debug:debug",
     "evaluate": "neurflow.ingest.cli_evaluate:evaluate",
+    "label": "neurflow.ingest.cli_label:label",
 }
 
 _HELP: dict[str, str] = {
@@ -35,6 +36,7 @@ _HELP: dict[str, str] = {
     "query": "Run a named Cypher query from the query library.",
     "debug": "Score neuron groups for bias (image debugging) and write the evidence.",
     "evaluate": "Faithfulness experiments (optimality, fidelity, correlation).",
+    "label": "Describe neuron groups and their relations in words (annotations or a vision LLM).",
 }
 
 

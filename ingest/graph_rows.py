@@ -24,7 +24,7 @@ from pathlib import Path
 
 from neurflow.circuit import Circuit, NeuronRef
 
-__all__ = ["GraphRows", "circuit_rows", "patch_props", "model_uid", "class_uid", "neuron_uid", "layer_uid", "sg_uid", "group_uid", "patch_uid"]
+__all__ = ["GraphRows", "circuit_rows", "label_props", "patch_props", "model_uid", "class_uid", "neuron_uid", "layer_uid", "sg_uid", "group_uid", "patch_uid"]
 
 
 def model_uid(name: str, fingerprint: str) -> str:
@@ -68,6 +68,28 @@ def patch_props(circuit: Circuit, cls: str, patch_id: int, thumbnail: str | None
     }
 
 
+#: NeuronGroup properties written from a label store (``neurflow label``); all null when the
+#: group is unlabelled. ``caption`` is always set: the label, or ``{layer} g{index}``.
+LABEL_PROPS = ("label", "description", "label_score", "label_runner_up", "part_of_class", "label_source", "labelled_at")
+
+
+def label_props(layer: str, index: int, label=None) -> dict:
+    """NeuronGroup properties of a group's label (a ``neurflow.ingest.labelling.GroupLabel``,
+    or None: every label property null and the caption ``{layer} g{index}``)."""
+    if label is None:
+        return {**{k: None for k in LABEL_PROPS}, "caption": f"{layer} g{index}"}
+    return {
+        "label": label.label,
+        "description": label.description,
+        "label_score": label.score,
+        "label_runner_up": label.runner_up,
+        "part_of_class": label.part_of_class,
+        "label_source": label.source,
+        "labelled_at": label.labelled_at,
+        "caption": label.label,
+    }
+
+
 @dataclass
 class GraphRows:
     """Rows for every write statement of one class, keyed by statement name.
@@ -83,7 +105,9 @@ class GraphRows:
         return len(self.rows.get(name, []))
 
 
-def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Path | None = None, thumbnails: dict[int, str] | None = None) -> GraphRows:
+def circuit_rows(
+    circuit: Circuit, *, run: dict | None = None, artifact_dir: Path | None = None, thumbnails: dict[int, str] | None = None, labels=None
+) -> GraphRows:
     """Build the rows that load one circuit (see :mod:`neurflow.ingest.graph_writer`).
 
     Args:
@@ -91,6 +115,8 @@ def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Pat
         run: provenance of the computation (``uid``, ``started``, ``finished``, ...).
         artifact_dir: where the artifact lives (stored on the Class node).
         thumbnails: patch id -> thumbnail file path.
+        labels: the artifact's stored labels (``neurflow.ingest.labelling.ClassLabels``, read
+            only when made for this artifact), or None.
 
     Returns:
         :class:`GraphRows` with one list of parameter rows per statement.
@@ -161,6 +187,8 @@ def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Pat
         }
         for e in circuit.edges
     ]
+    group_labels = labels.groups if labels is not None else {}
+    relations = labels.relations if labels is not None else {}
     r["neuron_group"] = [
         {
             "uid": group_uid(c, g.layer, g.index),
@@ -176,6 +204,7 @@ def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Pat
                 "channels": [n.channel for n in g.neurons],
                 "n_patches": len(g.patch_ids),
                 "root": depth[g.layer] == 0,
+                **label_props(g.layer, g.index, group_labels.get((g.layer, g.index))),
             },
         }
         for g in circuit.groups
@@ -196,6 +225,7 @@ def circuit_rows(circuit: Circuit, *, run: dict | None = None, artifact_dir: Pat
             # shares is the fraction of the root's attribution routed along it
             "share": abs(e.weight) / into_parent[(e.parent_layer, e.parent_index)] if into_parent[(e.parent_layer, e.parent_index)] > 0 else 0.0,
             "n_edges": e.n_edges,
+            "relation": rel.relation if (rel := relations.get((e.child_layer, e.child_index, e.parent_layer, e.parent_index))) else None,
         }
         for e in circuit.group_edges
     ]

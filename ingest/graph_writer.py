@@ -75,7 +75,8 @@ WRITES: dict[str, str] = {
     "member_of": "UNWIND $rows AS r MATCH (s:SemanticGroup {uid: r.sg}) MATCH (g:NeuronGroup {uid: r.group}) MERGE (s)-[:MEMBER_OF]->(g)",
     "flows_to": (
         "UNWIND $rows AS r MATCH (a:NeuronGroup {uid: r.child}) MATCH (b:NeuronGroup {uid: r.parent}) "
-        "MERGE (a)-[e:FLOWS_TO]->(b) SET e.weight = r.weight, e.abs_weight = r.abs_weight, e.share = r.share, e.n_edges = r.n_edges"
+        "MERGE (a)-[e:FLOWS_TO]->(b) SET e.weight = r.weight, e.abs_weight = r.abs_weight, e.share = r.share, e.n_edges = r.n_edges, "
+        "e.relation = r.relation"
     ),
     "patch": "UNWIND $rows AS r MERGE (p:Patch {uid: r.uid}) SET p += r.props",
     "sg_exemplar": (

@@ -338,6 +338,7 @@ def load(
     """
     from .graph_rows import circuit_rows
     from .graph_writer import ensure_schema, write_class
+    from .labelling.store import read_class_labels
 
     ensure_schema(driver, database)
     outcomes = []
@@ -348,7 +349,8 @@ def load(
             outcomes.append(LoadOutcome(directory, "", "failed", message=str(exc)))
             log(f"  {directory}: FAILED: {exc}")
             continue
-        rows = circuit_rows(circuit, run=_run_props(run), artifact_dir=directory.resolve(), thumbnails=thumbs)
+        # labels stored beside the artifact come back only when made for this very artifact
+        rows = circuit_rows(circuit, run=_run_props(run), artifact_dir=directory.resolve(), thumbnails=thumbs, labels=read_class_labels(directory))
         total = sum(len(v) for v in rows.rows.values())
         bar = progress(f"loading {circuit.class_name}", total) if progress is not None else None
         try:
