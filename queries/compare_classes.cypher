@@ -26,7 +26,7 @@
 //   shared int: neurons in both
 //   jaccard float: shared / (n_a + n_b - shared), 0 when both are empty
 //   shared_channels list<int>: the channels of the shared neurons, ascending
-//   similar_groups list<map>: {group_a, group_b, jaccard, shared} per SIMILAR_TO pair of their neuron groups at this layer, highest jaccard first
+//   similar_groups list<map>: {group_a, group_b, label_a, label_b, jaccard, shared} per SIMILAR_TO pair of their neuron groups at this layer, highest jaccard first
 MATCH (a:Class)-[:OF_MODEL]->(m:Model)
 WHERE toString($class_a) IN [a.uid, a.name, toString(a.index)]
   AND ($model IS NULL OR $model IN [m.uid, m.name])
@@ -61,6 +61,6 @@ RETURN a.uid AS class_a,
          WHERE ga.layer = layer
          WITH ga, gb, r
          ORDER BY r.jaccard DESC, ga.index, gb.index
-         RETURN {group_a: ga.uid, group_b: gb.uid, jaccard: r.jaccard, shared: r.shared}
+         RETURN {group_a: ga.uid, group_b: gb.uid, label_a: ga.label, label_b: gb.label, jaccard: r.jaccard, shared: r.shared}
        } AS similar_groups
 ORDER BY class_a, class_b, depth

@@ -16,11 +16,13 @@
 //
 // Columns:
 //   concept string: the concept uid
+//   concept_label string: its label (`neurflow label`; null when unlabelled)
 //   layer string: its layer
 //   class string: the class uid
 //   class_name string: the class name
 //   class_index int: the class index
 //   group string: the neuron group uid
+//   group_label string: the group's label (null when unlabelled)
 //   semantic_groups list<map>: {uid, neuron, distance} per semantic group of the group that expresses the concept, closest first
 //   root_share float: sum over the group's paths to the class root of the product of FLOWS_TO.share
 //   best_path float: the largest product of FLOWS_TO.share over the group's paths to the root
@@ -38,11 +40,13 @@ WITH k, c, g, root_share, best_path
 ORDER BY root_share DESC, c.index, g.uid
 LIMIT $limit
 RETURN k.uid AS concept,
+       k.label AS concept_label,
        k.layer AS layer,
        c.uid AS class,
        c.name AS class_name,
        c.index AS class_index,
        g.uid AS group,
+       g.label AS group_label,
        COLLECT {
          MATCH (g)<-[:MEMBER_OF]-(s:SemanticGroup)-[e:EXPRESSES]->(k)
          MATCH (s)<-[:HAS_SEMANTIC_GROUP]-(n:Neuron)

@@ -14,7 +14,8 @@
 // weights of all paths that start at one depth sum to 1 (when every group above
 // that depth has incoming edges). signed_weight = the product of the signed W along
 // the path (its sign tells whether the chain excites or inhibits the logit).
-// Run it in Neo4j Browser to see the paths drawn (column `path`).
+// Run it in Neo4j Browser to see the paths drawn (column `path`); after `neurflow label`
+// the groups carry words too (column `labels`: "flowers -> flowers + bee -> bee").
 //
 // Parameters:
 //   $class string: the class, by name ('bee'), index (309 or '309') or uid ('resnet50@1a2b3c4d5e6f/c309')
@@ -33,6 +34,8 @@
 //   signed_weight float: product of FLOWS_TO.weight (signed W) along the path
 //   groups list<string>: neuron group uids, from the start group up to the root
 //   layers list<string>: the layer of each of those groups
+//   labels list<string>: the label of each of those groups (`neurflow label`; null where unlabelled)
+//   relations list<string>: FLOWS_TO.relation of each hop, bottom up (how the lower group feeds the upper one; null where unlabelled)
 //   shares list<float>: FLOWS_TO.share of each hop, bottom up
 //   path path: the path itself, start group -> ... -> root (drawn by Neo4j Browser)
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
@@ -60,6 +63,8 @@ RETURN c.uid AS class,
        t.signed_weight AS signed_weight,
        [n IN nodes(t.path) | n.uid] AS groups,
        [n IN nodes(t.path) | n.layer] AS layers,
+       [n IN nodes(t.path) | n.label] AS labels,
+       [r IN relationships(t.path) | r.relation] AS relations,
        [r IN relationships(t.path) | r.share] AS shares,
        t.path AS path
 ORDER BY class, rank

@@ -21,12 +21,15 @@
 // Columns:
 //   group string: the neuron group uid
 //   class string: its class uid
+//   label string: the group's label (`neurflow label`; null when unlabelled)
 //   rank int: 1 = the strongest path
 //   weight float: product of FLOWS_TO.share along the path
 //   signed_weight float: product of FLOWS_TO.weight (signed W) along the path
 //   root_share float: sum of weight over all paths of the group to the root
 //   groups list<string>: neuron group uids, from the group up to the root
 //   layers list<string>: the layer of each of those groups
+//   labels list<string>: the label of each of those groups (null where unlabelled)
+//   relations list<string>: FLOWS_TO.relation of each hop, bottom up (null where unlabelled)
 //   shares list<float>: FLOWS_TO.share of each hop, bottom up
 //   path path: the path itself, group -> ... -> root (drawn by Neo4j Browser)
 MATCH (g:NeuronGroup {uid: $group})
@@ -43,12 +46,15 @@ UNWIND range(0, size(top) - 1) AS i
 WITH g, c, root_share, i + 1 AS rank, top[i] AS t
 RETURN g.uid AS group,
        c.uid AS class,
+       g.label AS label,
        rank,
        t.weight AS weight,
        t.signed_weight AS signed_weight,
        root_share,
        [n IN nodes(t.path) | n.uid] AS groups,
        [n IN nodes(t.path) | n.layer] AS layers,
+       [n IN nodes(t.path) | n.label] AS labels,
+       [r IN relationships(t.path) | r.relation] AS relations,
        [r IN relationships(t.path) | r.share] AS shares,
        t.path AS path
 ORDER BY rank

@@ -10,7 +10,7 @@ from ..errors import NeurflowError
 from .base import ClassJob, Labeller, class_job, now
 from .store import ClassLabels, artifact_checksum, read_class_labels, write_class_labels
 
-__all__ = ["LabelOutcome", "LabellerError", "label_classes", "plan_requests", "write_labels", "LABEL_WRITES", "label_rows"]
+__all__ = ["LabelOutcome", "LabellerError", "FULLTEXT_INDEX", "ensure_label_index", "label_classes", "plan_requests", "write_labels", "LABEL_WRITES", "label_rows"]
 
 
 class LabellerError(NeurflowError):
@@ -136,6 +136,31 @@ def label_rows(model: str, class_index: int, labels: ClassLabels) -> dict:
     }
 
 
+#: Neo4j 5's full-text index over labels (queries/find_concept_fulltext.cypher). The embedded
+#: database has no full-text indexes: there the statement fails and find_concept (portable,
+#: no index) is the way to search.
+FULLTEXT_INDEX = "CREATE FULLTEXT INDEX label_text IF NOT EXISTS FOR (n:NeuronGroup|Concept) ON EACH [n.label, n.description]"
+
+
+def ensure_label_index(driver, database: str | None) -> bool:
+    """Create the full-text index ``label_text`` where the database supports it.
+
+    Returns:
+        True when the index exists (Neo4j 5), False where the database has no full-text
+        indexes (the embedded server).
+    """
+    from ..errors import DatabaseError
+    from ..graph_writer import run_write
+
+    try:
+        run_write(driver, database, FULLTEXT_INDEX)
+    except DatabaseError as exc:
+        if "index" in str(exc).lower() or "syntax" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
 def write_labels(conn, artifact_dirs: Sequence[Path], *, log: Callable[[str], None] | None = None) -> dict[str, int]:
     """Write the stored labels of artifacts to the graph, one managed transaction per class.
 
@@ -152,6 +177,7 @@ def write_labels(conn, artifact_dirs: Sequence[Path], *, log: Callable[[str], No
     from ..graph_rows import model_uid
     from ..pipeline import find_artifacts
 
+    ensure_label_index(conn.driver, conn.database)
     written: dict[str, int] = {}
     for directory in find_artifacts([Path(d) for d in artifact_dirs]):
         circuit = load_circuit(directory)

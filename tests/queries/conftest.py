@@ -61,6 +61,7 @@ class Loaded:
     planted: dict = field(default_factory=dict)
     biased_top: str = ""
     evaluated: dict = field(default_factory=dict)
+    labels: dict = field(default_factory=dict)  # class index -> ClassLabels (`neurflow label`, annotations)
 
     def class_uid(self, index: int) -> str:
         from neurflow.ingest.graph_rows import class_uid
@@ -141,6 +142,44 @@ def _write(conn, query: str, **params) -> None:
     run_write(conn.driver, conn.database, query, **params)
 
 
+#: The concepts of the synthetic annotations of the query graph's images (label maps).
+LABEL_CONCEPTS = ("bee", "fish", "kite", "flowers", "sky")
+
+
+def write_annotations(root: Path, art: Artifacts) -> Path:
+    """Label maps for the artifacts' 16x16 images, in the documented annotation format: every
+    image is mostly 'flowers'; every third has its class's own concept on the right half, the
+    next one 'sky' on the top half."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "concepts.json").write_text(json.dumps({"concepts": {str(i): c for i, c in enumerate(LABEL_CONCEPTS)}}))
+    for index, name in CLASSES:
+        for i, image_id in enumerate(art.circuits[index].image_ids):
+            m = np.full((16, 16), LABEL_CONCEPTS.index("flowers"), dtype=np.uint8)
+            if i % 3 == 0:
+                m[:, 8:] = LABEL_CONCEPTS.index(name)
+            elif i % 3 == 1:
+                m[:8, :] = LABEL_CONCEPTS.index("sky")
+            target = root / Path(image_id).with_suffix(".png")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(m, mode="L").save(target)
+    return root
+
+
+def label_artifacts(conn, art: Artifacts) -> dict:
+    """What `neurflow label --labeller annotations` does: labels beside the artifacts, then in
+    the graph. Returns class index -> the stored ClassLabels."""
+    import tempfile
+
+    from neurflow.ingest.labelling import AnnotationsLabeller, label_classes, read_annotations, read_class_labels, write_labels
+
+    root = write_annotations(Path(tempfile.mkdtemp(prefix="annotations", dir=art.root)), art)
+    label_classes([art.dirs[i] for i, _ in CLASSES], AnnotationsLabeller(read_annotations(root)), force=True)
+    write_labels(conn, [art.dirs[i] for i, _ in CLASSES])
+    return {i: read_class_labels(art.dirs[i]) for i, _ in CLASSES}
+
+
 @pytest.fixture(scope="module")
 def loaded(bolt, query_artifacts: Artifacts) -> Loaded:
     """Wipe the session database, load and link the artifacts, plant debug/eval properties."""
@@ -170,16 +209,25 @@ def loaded(bolt, query_artifacts: Artifacts) -> Loaded:
         return f"{state.class_uid(index)}/{g.layer}/g{g.index}"
 
     planted = {
-        group_at(1, 2): {"bias_score": 0.93, "bias_rank": 1, "biased": True, "fp_metric": 0.8, "tp_metric": 0.1, "mask_fp_flip": 0.7,
+        group_at(1, 2): {"bias_score": 0.93, "bias_rank": 1, "biased": True, "verdict": "spurious", "causes_fp": True, "spurious": True,
+                         "effect_p": 0.0004, "q_value": 0.002, "fp_metric": 0.8, "tp_metric": 0.1, "mask_fp_flip": 0.7, "random_fp_flip": 0.1,
+                         "mask_tp_flip": 0.02, "collateral_tp": 0.0, "confusers": ["bee 5/6", "kite 2/4"],
                          "mask_tp_drop": 0.05, "effect_z": 4.2, "shared_classes": 2},
-        group_at(0, 1): {"bias_score": 0.41, "bias_rank": 1, "biased": True, "fp_metric": 0.5, "tp_metric": 0.3, "mask_fp_flip": 0.3,
+        group_at(0, 1): {"bias_score": 0.41, "bias_rank": 1, "biased": True, "verdict": "spurious", "causes_fp": True, "spurious": True,
+                         "effect_p": 0.004, "q_value": 0.01, "fp_metric": 0.5, "tp_metric": 0.3, "mask_fp_flip": 0.3, "random_fp_flip": 0.05,
+                         "mask_tp_flip": 0.1, "collateral_tp": 0.05, "confusers": ["fish 3/10"],
                          "mask_tp_drop": 0.1, "effect_z": 2.0, "shared_classes": 1},
-        group_at(2, 1): {"bias_score": 0.12, "bias_rank": 1, "biased": False, "fp_metric": 0.2, "tp_metric": 0.3, "mask_fp_flip": 0.1,
+        group_at(2, 1): {"bias_score": 0.52, "bias_rank": 1, "biased": False, "verdict": "causes false positives; part of the class", "causes_fp": True,
+                         "spurious": False, "effect_p": 0.001, "q_value": 0.004, "fp_metric": 0.2, "tp_metric": 0.3, "mask_fp_flip": 0.6,
+                         "random_fp_flip": 0.1, "mask_tp_flip": 0.3, "collateral_tp": 0.2, "confusers": ["bee 9/11"],
                          "mask_tp_drop": 0.2, "effect_z": 0.5, "shared_classes": 0},
+        group_at(2, 2): {"bias_score": 0.0, "bias_rank": 2, "biased": False, "verdict": "not significant", "causes_fp": False,
+                         "effect_p": 0.7, "q_value": 0.7, "fp_metric": 0.2, "tp_metric": 0.3, "mask_fp_flip": 0.0, "random_fp_flip": 0.1,
+                         "mask_tp_flip": 0.0, "collateral_tp": 0.0, "confusers": [], "mask_tp_drop": 0.0, "effect_z": -0.5, "shared_classes": 0},
     }
     _write(bolt, "UNWIND $rows AS r MATCH (g:NeuronGroup {uid: r.uid}) SET g += r.props",
            rows=[{"uid": uid, "props": props} for uid, props in planted.items()])
-    _write(bolt, "UNWIND $uids AS u MATCH (c:Class {uid: u}) SET c.debugged_at = '2025-01-02T00:00:00Z', c.bias_threshold = 0.25",
+    _write(bolt, "UNWIND $uids AS u MATCH (c:Class {uid: u}) SET c.debugged_at = '2025-01-02T00:00:00Z', c.debug_verdict = 'biased', c.debug_alpha = 0.05, c.debug_n_fp = 12",
            uids=sorted({uid.rsplit("/", 2)[0] for uid in planted}))
     # What `neurflow evaluate` writes: "kite" not faithful, "bee" faithful, "fish" never evaluated.
     evaluated = {
@@ -192,4 +240,5 @@ def loaded(bolt, query_artifacts: Artifacts) -> Loaded:
     state.planted = planted
     state.biased_top = group_at(1, 2)
     state.evaluated = evaluated
+    state.labels = label_artifacts(bolt, query_artifacts)
     return state
