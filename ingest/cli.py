@@ -24,6 +24,8 @@ _COMMANDS: dict[str, str] = {
     "debug": "neurflow.ingest.cli_debug:debug",
     "evaluate": "neurflow.ingest.cli_evaluate:evaluate",
     "label": "neurflow.ingest.cli_label:label",
+    "serve": "neurflow.ingest.cli_serve:serve",
+    "report": "neurflow.ingest.cli_report:report",
 }
 
 _HELP: dict[str, str] = {
@@ -37,6 +39,8 @@ _HELP: dict[str, str] = {
     "debug": "Score neuron groups for bias (image debugging) and write the evidence.",
     "evaluate": "Faithfulness experiments (optimality, fidelity, correlation).",
     "label": "Describe neuron groups and their relations in words (annotations or a vision LLM).",
+    "serve": "Browse circuits, groups and their patches in a local web explorer.",
+    "report": "Write one self-contained HTML report of some classes' circuits.",
 }
 
 

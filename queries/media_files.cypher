@@ -19,16 +19,19 @@
 //   box list<int>: the patch's box [x0, y0, x1, y1] in its image (null for an image)
 //   scale float: the patch's scale (null for an image)
 //   thumbnail string: the patch's thumbnail PNG path (null for an image, or when none was written)
+//   preprocess string: the patch's class's preprocessing as JSON text, from its Run ({input_size, resize, mean, std}: how the
+//     image file became the model input the box refers to; null for an image or an unknown run)
 UNWIND range(0, size($uids) - 1) AS i
 CALL (i) {
   MATCH (p:Patch {uid: $uids[i]})
+  OPTIONAL MATCH (:Class {uid: p.class})-[:BUILT_BY]->(r:Run)
   RETURN p.uid AS uid, 'patch' AS kind, p.class AS class, p.image AS image, p.box AS box,
-         p.scale AS scale, p.thumbnail AS thumbnail
+         p.scale AS scale, p.thumbnail AS thumbnail, r.preprocess AS preprocess
   UNION
   MATCH (x:Image {uid: $uids[i]})
   RETURN x.uid AS uid, 'image' AS kind, null AS class, x.path AS image, null AS box,
-         null AS scale, null AS thumbnail
+         null AS scale, null AS thumbnail, null AS preprocess
 }
-WITH i, uid, kind, class, image, box, scale, thumbnail
+WITH i, uid, kind, class, image, box, scale, thumbnail, preprocess
 ORDER BY i
-RETURN uid, kind, class, image, box, scale, thumbnail
+RETURN uid, kind, class, image, box, scale, thumbnail, preprocess

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from neurflow.queries import get_query
 
 
@@ -43,3 +45,4 @@ def test_media_files_resolves_patches_and_images_in_order(web_graph):
     assert [(r["uid"], r["kind"]) for r in rows] == [(image["target"], "image"), (patch["patch"], "patch")]
     assert rows[0]["image"] == image["path"] and rows[0]["thumbnail"] is None
     assert rows[1]["image"] == patch["image"] and rows[1]["box"] == patch["box"] and rows[1]["thumbnail"] == patch["thumbnail"]
+    assert json.loads(rows[1]["preprocess"])["input_size"] == 32 and rows[0]["preprocess"] is None
