@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-fast lint-cypher bench clean-demo install
+.PHONY: demo test test-fast lint-cypher bench clean-demo install browser
 
 install: $(VENV)/.installed
 
@@ -25,7 +25,17 @@ node_modules/.installed: package.json
 demo: $(VENV)/.installed
 	$(VENV)/bin/neurflow demo
 
-test: $(VENV)/.installed node_modules/.installed
+# Headless Chromium and its driver for the browser tests (tests/web/test_browser.py), from
+# Debian; installed only when missing (as root, as CI runs), otherwise those tests skip
+# outside CI and fail under CI=true.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium and chromium-driver (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "chromium/chromium-driver missing and not root: the browser tests will skip (fail under CI=true)"; fi
+
+test: $(VENV)/.installed node_modules/.installed browser
 	$(PY) -m pytest -q tests
 
 test-fast: $(VENV)/.installed

@@ -38,6 +38,8 @@ Runner = Callable[[str, dict], list]
 #: NeuronGroup properties that describe the group itself (everything else on the node is evidence).
 STRUCTURAL = frozenset({"uid", "class", "model", "layer", "index", "depth", "root", "channels", "n_neurons", "n_members", "n_patches", "label"})
 N_NODE_EXEMPLARS = 4
+# properties that describe a group in words (concept labels), not bias evidence
+_WORDS = ("label", "caption", "description", "labelled", "part_of_class", "name")
 
 
 class NotFound(Exception):
@@ -78,9 +80,11 @@ def _label(*sources: Mapping[str, Any] | None) -> str | None:
 def evidence(props: Mapping[str, Any] | None, bias: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Bias evidence of a group: every non-structural, non-null property, then ``bias`` entries."""
     out: dict[str, Any] = {}
-    for k, v in (props or {}).items():
-        if k not in STRUCTURAL and v is not None:
-            out[k] = v
+    props = props or {}
+    if props.get("bias_score") is not None or props.get("verdict") is not None:
+        for k, v in props.items():
+            if k not in STRUCTURAL and not k.startswith(_WORDS) and v is not None:
+                out[k] = v
     for k, v in (bias or {}).items():
         if v is not None:
             out[k] = v
@@ -211,7 +215,7 @@ def group_view(run: Runner, uid: str, media=None) -> dict:
         drops.setdefault(d["source"], []).append(d)
     known = ["group", "class", "class_name", "layer", "index", "depth", "root", "channels", "neurons", "semantic_groups", "exemplars",
              "incoming", "outgoing", "root_share", "similar", "drops", "bias", "label"]
-    extra = {k: v for k, v in row.items() if k not in known}
+    extra = {k: v for k, v in row.items() if k not in known and v is not None and v != [] and v != {}}
     return {
         "row": row,
         "label": _label(row, props),
