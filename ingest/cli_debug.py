@@ -12,6 +12,15 @@ from .cli_common import connect_from_options, db_options, echo_err, handle_error
 __all__ = ["debug"]
 
 
+def _default(name: str):
+    """A DebugConfig field's default: one source of defaults for the options."""
+    from dataclasses import fields
+
+    from neurflow.debugging import DebugConfig
+
+    return next(f.default for f in fields(DebugConfig) if f.name == name)
+
+
 @click.command()
 @click.option("--model", default="resnet50", show_default=True, help="As for 'neurflow compute' ('demo' for the demo model).")
 @click.option("--weights", default=None)
@@ -19,9 +28,17 @@ __all__ = ["debug"]
 @click.option("--classes", default="all", show_default=True)
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Optional folder of extra images to score with the group metric.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True, envvar="NEURFLOW_ARTIFACTS", help="Artifact directory of the circuits.")
-@click.option("--draws", type=int, default=20, show_default=True, help="Random neuron sets per group.")
+@click.option("--alpha", type=float, default=_default("alpha"), show_default=True, help="False-discovery rate (Benjamini-Hochberg) for 'causes false positives'.")
+@click.option("--fdr-scope", type=click.Choice(["run", "class"]), default=_default("fdr_scope"), show_default=True, help="One FDR family over every class debugged together, or one per class.")
+@click.option("--min-fp", type=int, default=_default("min_fp"), show_default=True, help="Evidence floor: fewer false positives give 'insufficient evidence'.")
+@click.option("--draws", type=int, default=_default("reference_draws"), show_default=True, help="Reference random neuron sets per group (random means; the fewest permutation draws).")
+@click.option("--max-draws", type=int, default=_default("max_draws"), show_default=True, help="Most permutation draws per group (the test stops early when clearly not significant).")
+@click.option("--max-tp", type=int, default=200, show_default=True, help="True positives kept per class (a seeded sample when there are more).")
+@click.option("--max-fp", type=int, default=500, show_default=True, help="False positives kept per class (a seeded sample when there are more).")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per forward pass of the classification pass.")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers decoding images.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--top", "top_n", type=int, default=5, show_default=True, help="Top images/patches by logit drop kept per group.")
+@click.option("--top", "top_n", type=int, default=_default("top_n"), show_default=True, help="Top images/patches by logit drop kept per group.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--input-size", type=int, default=None)
 @click.option("--mean", default=None)
@@ -33,44 +50,80 @@ __all__ = ["debug"]
 @db_options
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def debug(model, weights, data, classes, images_dir, out, draws, seed, top_n, device, input_size, mean, std, no_normalize, demo_root, fmt, no_graph, uri, user, password, database, quiet) -> None:
-    """Score every neuron group of a class for bias (Section 5.1) and write the evidence.
+def debug(model, weights, data, classes, images_dir, out, alpha, fdr_scope, min_fp, draws, max_draws, max_tp, max_fp, batch_size, workers, seed, top_n,
+          device, input_size, mean, std, no_normalize, demo_root, fmt, no_graph, uri, user, password, database, quiet) -> None:
+    """Test every neuron group of a class for causing its false positives, and for being spurious (Section 5.1).
 
-    Bias score = activity kept on false positives (M_fp / M_tp, at most 1) x causal effect of
-    masking the group on false positives beyond random neuron sets (z / 3, at most 1, and 0
-    unless the empirical p-value against the random sets is <= 0.05) x
-    (0.5 + 0.5 x sharing with other classes' circuits); see neurflow.debugging.bias_score.
+    A group *causes false positives* when masking it flips more of the class's false
+    positives than random neuron sets of its size from its layer (permutation p-value,
+    Benjamini-Hochberg q-value <= --alpha). It is *spurious* when, in addition, its concept
+    label says it is not part of the class ('neurflow label'); without a label the verdict
+    says 'spuriousness unknown'. A class with fewer than --min-fp false positives gets
+    'insufficient evidence'. Groups are ranked by the bias score: the share of the false
+    positives that random sets leave which masking removes, times one minus the same share
+    of destroyed true positives (see neurflow.debugging.bias_score).
     """
+    from neurflow.debugging import DebugConfig
+
     from .debugging import debug_classes, result_json
     from .pipeline import ComputeRequest
 
-    if draws < 1:
-        raise click.BadParameter("must be >= 1", param_hint="--draws")
+    for name, value in (("--draws", draws), ("--min-fp", min_fp), ("--batch-size", batch_size)):
+        if value < 1:
+            raise click.BadParameter("must be >= 1", param_hint=name)
+    for name, value in (("--max-tp", max_tp), ("--max-fp", max_fp)):
+        if value < 1:
+            raise click.BadParameter("must be >= 1", param_hint=name)
+    if workers < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--workers")
+    if max_draws < draws:
+        raise click.BadParameter(f"must be >= --draws ({draws})", param_hint="--max-draws")
+    if not 0.0 < alpha < 1.0:
+        raise click.BadParameter("must be in (0, 1)", param_hint="--alpha")
+    config = DebugConfig(alpha=alpha, min_fp=min_fp, reference_draws=draws, max_draws=max_draws, fdr_scope=fdr_scope, seed=seed, top_n=top_n)
     req = ComputeRequest(
         model=model, data=data, out=out, weights=weights, device=device, input_size=input_size,
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), normalize=not no_normalize,
         demo_root=demo_root if model == "demo" else None,
     )
+    options = dict(classes=classes, images_dir=images_dir, config=config, max_tp=max_tp, max_fp=max_fp, batch_size=batch_size, workers=workers, quiet=quiet, log=echo_err)
     if no_graph:
-        results = debug_classes(None, req, classes=classes, images_dir=images_dir, draws=draws, seed=seed, top_n=top_n, quiet=quiet, write=False, log=echo_err)
+        results = debug_classes(None, req, write=False, **options)
     else:
         with connect_from_options(uri, user, password, database) as conn:
-            results = debug_classes(conn, req, classes=classes, images_dir=images_dir, draws=draws, seed=seed, top_n=top_n, quiet=quiet, log=echo_err)
+            results = debug_classes(conn, req, **options)
+    names = {c.class_index: c.class_name for c, _ in results}
     if fmt == "json":
-        click.echo(json.dumps([result_json(c, r) for c, r in results], indent=1))
+        click.echo(json.dumps([result_json(c, r, names) for c, r in results], indent=1))
         return
     for circuit, result in results:
-        click.echo(f"class {circuit.class_index} ({circuit.class_name}): {result.n_tp} true positives, {result.n_fp} false positives; threshold {result.threshold}")
-        click.echo(f"  {'rank':>4} {'layer':<12} {'grp':>3} {'bias':>6} {'M_tp':>6} {'M_fp':>6} {'fp_flip':>7} {'rand':>6} {'z':>6} {'p':>6} {'tp_flip':>7} {'shared':>6}  neurons")
-        for rank, (e, neurons) in enumerate(zip(result.groups, neuron_cells(result.groups)), start=1):
-            flag = "*" if e.bias_score >= result.threshold else " "
-            click.echo(
-                f" {flag}{rank:>4} {e.layer:<12} {e.index:>3} {e.bias_score:>6.3f} {_f(e.tp_metric)} {_f(e.fp_metric)} {_f(e.fp_flip, 7)} "
-                f"{_f(e.random_fp_flip_mean)} {_f(e.z_fp_flip)} {_f(e.p_fp_flip)} {_f(e.tp_flip, 7)} {e.shared_classes if e.shared_classes is not None else '-':>6}  {neurons}"
-            )
+        print_table(circuit, result, names)
     if not results:
         echo_err("debug: no class could be debugged")
         raise SystemExit(1)
+
+
+def print_table(circuit, result, names: dict[int, str]) -> None:
+    """The ranked table of one class: verdict, test, and one row per group."""
+    cfg = result.config
+    click.echo(f"class {circuit.class_index} ({circuit.class_name}): {result.verdict}; {result.n_tp} true positives, {result.n_fp} false positives")
+    if not result.groups:
+        click.echo(f"  fewer than {cfg.min_fp} false positives (the evidence floor): no group tested")
+        return
+    click.echo(f"  test: FPs flipped by masking vs random sets of the same size (permutation p), Benjamini-Hochberg over {result.n_tests} groups ({cfg.fdr_scope}), q <= {cfg.alpha}")
+    click.echo(f"  {'rank':>4} {'layer':<12} {'grp':>3} {'score':>6} {'fp_flip':>7} {'rand':>6} {'tp_flip':>7} {'rand':>6} {'p':>8} {'q':>8}  {'verdict':<45} neurons")
+    for rank, (e, neurons) in enumerate(zip(result.groups, neuron_cells(result.groups)), start=1):
+        flag = "*" if e.verdict == "spurious" else "+" if e.causes_fp else " "
+        confusers = ", ".join(f"{names.get(k, k)} {n}/{t}" for k, n, t in e.confusers)
+        verdict = e.verdict + (f" ({confusers})" if e.causes_fp and confusers else "")
+        click.echo(
+            f" {flag}{rank:>4} {e.layer:<12} {e.index:>3} {e.bias_score:>6.3f} {_f(e.fp_flip, 7)} {_f(e.random_fp_flip_mean)} {_f(e.tp_flip, 7)} "
+            f"{_f(e.random_tp_flip_mean)} {_g(e.p_fp_flip)} {_g(e.q_value)}  {verdict:<45} {neurons}"
+        )
+
+
+def _g(x, width: int = 8) -> str:
+    return f"{x:>{width}.2g}" if x is not None else f"{'-':>{width}}"
 
 
 def neuron_cells(groups, shown: int = 8) -> list[str]:

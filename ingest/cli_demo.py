@@ -79,7 +79,11 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
             except ImportError:
                 debug_classes = None
             if debug_classes is not None:
-                debug_classes(conn, req, classes="all", quiet=quiet)
+                debugged = debug_classes(conn, req, classes="all", quiet=quiet)
+                click.echo("")
+                click.echo("debug verdicts (false positives tested with FDR control; 'insufficient evidence' below the floor):")
+                for circuit, result in debugged:
+                    click.echo(f"  {circuit.class_name}: {result.verdict} ({result.n_fp} false positives)")
         click.echo("")
         click.echo("query overview (nodes and relationships in the graph):")
         rows = [rec for rec in _run_query(conn, "overview") if rec["section"] in ("node", "relationship")]
@@ -88,12 +92,14 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         click.echo("query trace_class --param class=bee --param limit=5 (strongest paths into the 'bee' logit):")
         for rec in _run_query(conn, "trace_class", **{"class": "bee", "limit": 5}):
             click.echo(f"  #{rec['rank']} weight {rec['weight']:.4f}: " + " -> ".join(rec["groups"]))
-        biased = _run_query(conn, "biased_groups", threshold=0.0, limit=3)
-        if biased:
-            click.echo("")
-            click.echo("query biased_groups --param threshold=0 --param limit=3 (highest bias scores):")
-            for rec in biased:
-                click.echo("  " + ", ".join(f"{k}={_short(v)}" for k, v in rec.items() if k in ("rank", "class_name", "group", "bias_score", "mask_fp_flip", "effect_z")))
+        for name, title in (("biased_groups", "spurious groups, most specific first"), ("fp_causes", "every group that causes false positives")):
+            rows = _run_query(conn, name, limit=3)
+            if rows:
+                click.echo("")
+                click.echo(f"query {name} --param limit=3 ({title}):")
+                for rec in rows:
+                    click.echo("  " + ", ".join(f"{k}={_short(v)}" for k, v in rec.items()
+                                                if k in ("rank", "class_name", "group", "label", "verdict", "bias_score", "q_value", "confusers")))
     click.echo(f"demo: done in {time.perf_counter() - t0:.1f} s. Try: neurflow query --list")
     if any(o.status == "failed" for o in outcomes):
         echo_err("demo: some classes failed (see above)")

@@ -1,17 +1,18 @@
-"""``neurflow debug`` plumbing: images in, bias evidence onto the graph.
+"""``neurflow debug`` plumbing: images in, bias evidence and verdicts onto the graph.
 
 For each class: its artifact must exist and its Class node must be loaded and complete;
 the model's fingerprint must equal the circuit's. True positives are the class's images
-predicted as the class, false positives the other classes' images predicted as it. The
-evidence of a class is written in ONE managed transaction (group properties, image and
-patch example links), so a failure leaves the graph as it was.
+predicted as the class, false positives the other classes' images predicted as it (one
+streaming classification pass over the data folder finds both). The evidence of a class is
+written in ONE managed transaction (group properties, class verdict, image and patch
+example links), so a failure leaves the graph as it was.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import neo4j
@@ -20,21 +21,24 @@ import torch
 
 from neurflow.atlas import Atlas, build_atlas
 from neurflow.circuit import Circuit
-from neurflow.debugging import ClassDebug, debug_circuit
+from neurflow.debugging import ClassDebug, DebugConfig, Verdict, assign_verdicts, debug_circuit
 
-from .errors import ArtifactError, DatabaseError, InputError
+from .errors import ArtifactError, AuthenticationFailed, DatabaseError, DatabaseUnavailable, InputError
 from .graph_rows import class_uid, group_uid, model_uid, patch_props, patch_uid
 from .pipeline import artifact_dir, find_artifacts, read_artifact
 
-__all__ = ["DEBUG_WRITES", "debug_rows", "debug_classes", "write_debug", "shared_concepts"]
+__all__ = ["DEBUG_WRITES", "GROUP_PROPS", "Predictions", "classify_folder", "debug_rows", "debug_classes", "write_debug", "shared_concepts", "result_json"]
+
+#: Every NeuronGroup property the debugger owns: cleared before a class's evidence is
+#: written, and by a reload of the class (its groups are re-created).
+GROUP_PROPS: tuple[str, ...] = (
+    "bias_score", "bias_rank", "biased", "verdict", "causes_fp", "spurious", "tp_metric", "fp_metric", "user_metric",
+    "mask_tp_drop", "mask_tp_logit_drop", "mask_fp_flip", "mask_tp_flip", "random_fp_flip", "random_tp_flip", "random_tp_drop",
+    "collateral_tp", "effect_fp_flip", "effect_z", "effect_p", "q_value", "draws", "z_tp_drop", "shared_classes", "shared_fraction", "confusers",
+)
 
 DEBUG_WRITES: tuple[tuple[str, str], ...] = (
-    (
-        "reset",
-        "MATCH (g:NeuronGroup {class: $cls}) REMOVE g.bias_score, g.bias_rank, g.biased, g.tp_metric, g.fp_metric, "
-        "g.user_metric, g.mask_tp_drop, g.mask_tp_logit_drop, g.mask_fp_flip, g.mask_tp_flip, g.random_fp_flip, g.random_tp_drop, "
-        "g.effect_fp_flip, g.effect_z, g.effect_p, g.z_tp_drop, g.shared_classes, g.shared_fraction",
-    ),
+    ("reset", "MATCH (g:NeuronGroup {class: $cls}) REMOVE " + ", ".join(f"g.{p}" for p in GROUP_PROPS)),
     ("unlink", "MATCH (g:NeuronGroup {class: $cls})-[d:DROPS]->() DELETE d"),
     ("groups", "UNWIND $rows AS r MATCH (g:NeuronGroup {uid: r.uid}) SET g += r.props"),
     (
@@ -47,7 +51,11 @@ DEBUG_WRITES: tuple[tuple[str, str], ...] = (
         "UNWIND $rows AS r MATCH (g:NeuronGroup {uid: r.group}) MERGE (p:Patch {uid: r.uid}) SET p += r.props "
         "MERGE (g)-[d:DROPS {source: 'patch'}]->(p) SET d.rank = r.rank, d.logit_drop = r.logit_drop",
     ),
-    ("class", "MATCH (c:Class {uid: $cls}) SET c.debugged_at = $at, c.debug_n_tp = $n_tp, c.debug_n_fp = $n_fp, c.bias_threshold = $threshold"),
+    (
+        "class",
+        "MATCH (c:Class {uid: $cls}) SET c.debugged_at = $at, c.debug_n_tp = $n_tp, c.debug_n_fp = $n_fp, c.debug_verdict = $verdict, "
+        "c.debug_min_fp = $min_fp, c.debug_alpha = $alpha, c.debug_fdr_scope = $scope, c.debug_n_tests = $n_tests",
+    ),
 )
 
 
@@ -55,10 +63,15 @@ def _none(x):
     return None if x is None or (isinstance(x, float) and not np.isfinite(x)) else x
 
 
-def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str]) -> dict[str, list[dict]]:
-    """Graph rows for one class's evidence (pure)."""
+def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str], names: dict[int, str] | None = None) -> dict[str, list[dict]]:
+    """Graph rows for one class's evidence (pure).
+
+    Args:
+        names: class index -> name, for the ``confusers`` strings ("hoverfly 9/11").
+    """
     m = model_uid(circuit.model_name, circuit.model_fingerprint)
     c = class_uid(m, circuit.class_index)
+    names = names or {}
     rows: dict[str, list[dict]] = {"groups": [], "images": [], "patches": []}
     for rank, e in enumerate(result.groups, start=1):
         g = group_uid(c, e.layer, e.index)
@@ -68,22 +81,30 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str])
                 "props": {
                     "bias_score": e.bias_score,
                     "bias_rank": rank,
-                    "biased": e.bias_score >= result.threshold,
+                    "biased": e.verdict == Verdict.SPURIOUS,
+                    "verdict": e.verdict,
+                    "causes_fp": e.causes_fp,
+                    "spurious": None if not e.causes_fp else (e.part_of_class is False if e.part_of_class is not None else None),
                     "tp_metric": _none(e.tp_metric),
                     "fp_metric": _none(e.fp_metric),
                     "user_metric": _none(e.user_metric),
                     "mask_tp_drop": e.tp_prob_drop,
                     "mask_tp_logit_drop": e.tp_logit_drop,
-                    "mask_fp_flip": _none(e.fp_flip),
+                    "mask_fp_flip": e.fp_flip,
                     "mask_tp_flip": _none(e.tp_flip),
-                    "random_fp_flip": _none(e.random_fp_flip_mean),
+                    "random_fp_flip": e.random_fp_flip_mean,
+                    "random_tp_flip": _none(e.random_tp_flip_mean),
                     "random_tp_drop": e.random_tp_prob_drop_mean,
-                    "effect_fp_flip": _none(e.effect_fp_flip),
+                    "collateral_tp": e.collateral_tp,
+                    "effect_fp_flip": e.effect_fp_flip,
                     "effect_z": _none(e.z_fp_flip),
-                    "effect_p": _none(e.p_fp_flip),
+                    "effect_p": e.p_fp_flip,
+                    "q_value": _none(e.q_value),
+                    "draws": e.draws,
                     "z_tp_drop": _none(e.z_tp_drop),
                     "shared_classes": e.shared_classes,
                     "shared_fraction": _none(e.shared_fraction),
+                    "confusers": [f"{names.get(k, k)} {n}/{total}" for k, n, total in e.confusers],
                 },
             }
         )
@@ -99,7 +120,15 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str])
 
 
 def write_debug(driver: neo4j.Driver, database: str | None, cls: str, rows: dict[str, list[dict]], result: ClassDebug) -> None:
-    """Write one class's evidence in a single managed transaction (all or nothing)."""
+    """Write one class's evidence in a single managed transaction (all or nothing).
+
+    Raises:
+        DatabaseUnavailable when the database goes away, DatabaseError for any other
+        driver error (never a traceback, never the parameters).
+    """
+    params = {"cls": cls, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "n_tp": result.n_tp, "n_fp": result.n_fp,
+              "verdict": result.verdict, "min_fp": result.config.min_fp, "alpha": result.config.alpha, "scope": result.config.fdr_scope,
+              "n_tests": result.n_tests}
 
     def work(tx: neo4j.ManagedTransaction) -> None:
         for name, query in DEBUG_WRITES:
@@ -107,21 +136,32 @@ def write_debug(driver: neo4j.Driver, database: str | None, cls: str, rows: dict
                 if rows[name]:
                     tx.run(query, rows=rows[name]).consume()
             elif name == "class":
-                tx.run(query, cls=cls, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), n_tp=result.n_tp, n_fp=result.n_fp, threshold=result.threshold).consume()
+                tx.run(query, **params).consume()
             else:
                 tx.run(query, cls=cls).consume()
 
     try:
         with driver.session(database=database) as session:
             session.execute_write(work)
+    except neo4j.exceptions.AuthError as exc:
+        raise AuthenticationFailed() from exc
+    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as exc:
+        raise DatabaseUnavailable(f"the graph database became unreachable while writing the debug evidence ({type(exc).__name__}); nothing of this class was written") from exc
     except neo4j.exceptions.Neo4jError as exc:
         raise DatabaseError(f"writing the debug evidence failed ({exc.code}): {exc.message}") from exc
+    except neo4j.exceptions.DriverError as exc:
+        raise DatabaseUnavailable(f"the graph database connection failed while writing the debug evidence ({type(exc).__name__})") from exc
 
 
 def _class_loaded(driver: neo4j.Driver, database: str | None, cls: str) -> bool:
-    records, _, _ = driver.execute_query(
-        "MATCH (c:Class {uid: $cls}) RETURN c.complete AS complete", parameters_={"cls": cls}, database_=database, routing_=neo4j.RoutingControl.READ
-    )
+    try:
+        records, _, _ = driver.execute_query(
+            "MATCH (c:Class {uid: $cls}) RETURN c.complete AS complete", parameters_={"cls": cls}, database_=database, routing_=neo4j.RoutingControl.READ
+        )
+    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as exc:
+        raise DatabaseUnavailable(f"the graph database became unreachable ({type(exc).__name__})") from exc
+    except neo4j.exceptions.Neo4jError as exc:
+        raise DatabaseError(f"reading class {cls} failed ({exc.code}): {exc.message}") from exc
     return bool(records) and bool(records[0]["complete"])
 
 
@@ -161,9 +201,102 @@ def shared_concepts(atlas: Atlas | None, n_circuits: int, target: Circuit) -> tu
     return counts, fractions
 
 
-def _predict(model, images: torch.Tensor, batch: int = 128) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([model(images[i : i + batch]).argmax(1).cpu() for i in range(0, len(images), batch)]).numpy() if len(images) else np.zeros(0, dtype=np.int64)
+@dataclass(frozen=True)
+class Predictions:
+    """The model's prediction for every image of a data folder (one streaming pass).
+
+    Attributes:
+        ids: image ids (paths relative to the data root), in data-index order.
+        labels: ``[N]`` the class index of each image's folder.
+        preds: ``[N]`` the predicted class index.
+        skipped: ``(path, reason)`` of files that could not be read.
+    """
+
+    ids: tuple[str, ...]
+    labels: np.ndarray
+    preds: np.ndarray
+    skipped: tuple[tuple[str, str], ...] = ()
+
+
+class _Files(torch.utils.data.Dataset):
+    """Image files -> preprocessed tensors; an unreadable file yields None (collated away)."""
+
+    def __init__(self, root: Path, rel_paths: Sequence[str], preprocess) -> None:
+        self.root, self.rel, self.pre = root, list(rel_paths), preprocess
+
+    def __len__(self) -> int:
+        return len(self.rel)
+
+    def __getitem__(self, i: int):
+        from PIL import UnidentifiedImageError
+
+        from .images import _load_one
+
+        try:
+            return i, _load_one(self.root / self.rel[i], self.pre), ""
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            return i, None, type(exc).__name__
+
+
+def _collate(items):
+    good = [(i, t) for i, t, _ in items if t is not None]
+    bad = [(i, why) for i, t, why in items if t is None]
+    index = torch.as_tensor([i for i, _ in good], dtype=torch.long)
+    tensor = torch.stack([t for _, t in good]) if good else torch.zeros(0)
+    return index, tensor, bad
+
+
+def _batches(root: Path, rel_paths: Sequence[str], preprocess, batch_size: int, workers: int):
+    """``(indices into rel_paths, [b, 3, S, S] tensor, [(index, reason)])`` per batch, streamed."""
+    loader = torch.utils.data.DataLoader(
+        _Files(root, rel_paths, preprocess), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+        pin_memory=torch.cuda.is_available(),
+    )
+    yield from loader
+
+
+@torch.no_grad()
+def classify_folder(model, data, preprocess, device, *, batch_size: int = 64, workers: int = 0) -> Predictions:
+    """Predict every image under the data root in one streaming pass (memory: one batch).
+
+    Unreadable files are skipped and listed.
+    """
+    ids = [rel for folder in data.folders for rel in data.files[folder]]
+    labels = np.array([data.index_of[folder] for folder in data.folders for _ in data.files[folder]], dtype=np.int64)
+    preds = np.full(len(ids), -1, dtype=np.int64)
+    skipped = []
+    for index, tensor, bad in _batches(data.root, ids, preprocess, batch_size, workers):
+        if len(index):
+            preds[index.numpy()] = model(tensor.to(device)).argmax(1).cpu().numpy()
+        skipped += [(ids[i], why) for i, why in bad]
+    keep = preds >= 0
+    return Predictions(tuple(i for i, k in zip(ids, keep) if k), labels[keep], preds[keep], tuple(skipped))
+
+
+def _load_images(root: Path, rel_paths: Sequence[str], preprocess, batch_size: int, workers: int) -> tuple[torch.Tensor, list[str]]:
+    """The images of ``rel_paths`` that can be read, stacked, and their ids."""
+    parts, ids = [], []
+    for index, tensor, _ in _batches(root, rel_paths, preprocess, batch_size, workers):
+        if len(index):
+            parts.append(tensor)
+            ids += [rel_paths[i] for i in index.tolist()]
+    return (torch.cat(parts) if parts else torch.zeros(0)), ids
+
+
+def _cap(indices: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """At most ``limit`` of ``indices``, a seeded sample kept in data order."""
+    if limit is None or len(indices) <= limit:
+        return indices
+    return np.sort(np.random.default_rng(seed).choice(indices, size=limit, replace=False))
+
+
+def _part_of_class(directory: Path) -> dict[tuple[str, int], bool | None]:
+    """Per group: is its concept the class's own? From the labels stored beside the artifact."""
+    try:
+        from .labelling import read_labels
+    except ImportError:  # labelling not installed: spuriousness unknown
+        return {}
+    return {key: label.part_of_class for key, label in read_labels(directory).items()}
 
 
 def debug_classes(
@@ -172,142 +305,145 @@ def debug_classes(
     *,
     classes: str = "all",
     images_dir: Path | None = None,
-    draws: int = 20,
-    seed: int = 0,
-    top_n: int = 5,
+    config: DebugConfig | None = None,
+    max_tp: int | None = 200,
+    max_fp: int | None = 500,
+    batch_size: int = 64,
+    workers: int = 0,
     quiet: bool = False,
     write: bool = True,
     log=print,
 ) -> list[tuple[Circuit, ClassDebug]]:
     """Run the debugger for the requested classes and write the evidence.
 
+    Memory does not grow with the data folder: one streaming pass predicts every image,
+    then each class loads only its true and false positives (at most ``max_tp`` and
+    ``max_fp``, a seeded sample in data order when there are more) and its circuit's images.
+
     Args:
         conn: a connection (``.driver``, ``.database``), or None with ``write=False``.
         req: a :class:`~neurflow.ingest.pipeline.ComputeRequest` naming model, weights,
             data and artifact directory (as used to compute the circuits).
         images_dir: optional folder of extra images to score (any layout).
+        config: the debugger's settings (:class:`neurflow.debugging.DebugConfig`).
 
     Raises:
         InputError / ArtifactError / DatabaseError with a clear message. Every class is
-        checked (artifact, fingerprint, loaded in the graph, false positives) and computed
-        before anything is written, so a bad class in a list writes nothing; each class's
-        evidence is then written in its own transaction.
+        checked (artifact, fingerprint, loaded in the graph) and computed before anything
+        is written, so a bad class in a list writes nothing; each class's evidence is then
+        written in its own transaction. A class with fewer false positives than the
+        evidence floor gets the verdict "insufficient evidence" (written too).
     """
-    from .images import _load_one, load_class_images, resolve_classes, scan_data
+    from neurflow.fingerprint import model_fingerprint
+
+    from .images import resolve_classes, scan_data
     from .models import load_model
     from .pipeline import resolve_device
 
+    config = config or DebugConfig()
     device = resolve_device(req.device)
     spec = load_model(req.model, req.weights, input_size=req.input_size, mean=req.mean, std=req.std, normalize=req.normalize, demo_root=req.demo_root)
     model = spec.module.to(device).eval()
-    from neurflow.fingerprint import model_fingerprint
-
     fingerprint = model_fingerprint(model)
     data = scan_data(req.data, spec.categories)
     wanted = resolve_classes(classes, data, spec.categories)
-    circuits: dict[int, Circuit] = {}
+    circuits: dict[int, tuple[Circuit, Path]] = {}
     for d in find_artifacts([req.out]):
         circuit, _, _ = read_artifact(d)
         if circuit.model_name == spec.name:
-            circuits[circuit.class_index] = circuit
+            circuits[circuit.class_index] = (circuit, d)
     for idx in wanted:
         if idx not in circuits:
             raise ArtifactError(
                 f"class {idx} ({data.names[idx]}) has no circuit artifact under {artifact_dir(req.out, spec.name, idx, data.names[idx]).parent}; run 'neurflow ingest' for it first"
             )
-        if circuits[idx].model_fingerprint != fingerprint:
+        if circuits[idx][0].model_fingerprint != fingerprint:
             raise InputError(
-                f"the model's weights (fingerprint {fingerprint[:19]}) differ from those of class {idx}'s circuit ({circuits[idx].model_fingerprint[:19]}); "
+                f"the model's weights (fingerprint {fingerprint[:19]}) differ from those of class {idx}'s circuit ({circuits[idx][0].model_fingerprint[:19]}); "
                 "debug with the model the circuit was built from, or recompute the circuit"
             )
-    # every class's images and predictions, once
-    loaded = {i: load_class_images(data, i, spec.preprocess) for i in sorted(data.index_of.values())}
-    preds = {i: _predict(model, ci.tensor.to(device)) for i, ci in loaded.items()}
+        if write:
+            cls = class_uid(model_uid(spec.name, fingerprint), idx)
+            if not _class_loaded(conn.driver, conn.database, cls):
+                raise InputError(f"class {idx} ({data.names[idx]}) has no ingested circuit in the graph; run 'neurflow load' on its artifact first")
     user = None
     user_paths: list[str] = []
     if images_dir is not None:
-        files = sorted(p for p in Path(images_dir).rglob("*") if p.is_file())
+        files = sorted(str(p.relative_to(images_dir)) for p in Path(images_dir).rglob("*") if p.is_file())
         if not files:
             raise InputError(f"image folder '{images_dir}' has no files")
-        tensors = []
-        for f in files:
-            try:
-                tensors.append(_load_one(f, spec.preprocess))
-                user_paths.append(str(f))
-            except Exception:
-                continue
-        if not tensors:
+        user, rel = _load_images(Path(images_dir), files, spec.preprocess, batch_size, workers)
+        if not rel:
             raise InputError(f"none of the {len(files)} files in '{images_dir}' could be read as an image")
-        user = torch.stack(tensors)
-    # every check before any model work or write: a bad class in a list writes nothing
-    jobs = []
-    for idx in wanted:
-        circuit = circuits[idx]
-        cls = class_uid(model_uid(circuit.model_name, circuit.model_fingerprint), idx)
-        if write and not _class_loaded(conn.driver, conn.database, cls):
-            raise InputError(f"class {idx} ({data.names[idx]}) has no ingested circuit in the graph; run 'neurflow load' on its artifact first")
-        own = loaded[idx]
-        tp_mask = preds[idx] == idx
-        tp = own.tensor[torch.as_tensor(tp_mask)]
-        tp_paths = [p for p, keep in zip(own.ids, tp_mask) if keep]
-        fp_list, fp_paths = [], []
-        for j, other in loaded.items():
-            if j == idx:
-                continue
-            sel = preds[j] == idx
-            if sel.any():
-                fp_list.append(other.tensor[torch.as_tensor(sel)])
-                fp_paths += [p for p, keep in zip(other.ids, sel) if keep]
-        if not fp_list:
-            message = (
-                f"class {idx} ({data.names[idx]}): no false positives available (no image of another class is predicted as it); "
-                "nothing to debug for this class"
-            )
-            if classes.strip() in ("all", "*"):
-                log(f"  {message}; skipped")
-                continue
-            raise InputError(message)
-        jobs.append((idx, cls, tp, torch.cat(fp_list), tp_paths + fp_paths + user_paths))
-    atlas = build_atlas(list(circuits.values())) if len(circuits) >= 2 else None  # once for every class
+        user_paths = [str(Path(images_dir) / r) for r in rel]
+    predictions = classify_folder(model, data, spec.preprocess, device, batch_size=batch_size, workers=workers)
+    if predictions.skipped and not quiet:
+        log(f"  {len(predictions.skipped)} unreadable image files skipped")
+    sufficient = [idx for idx in wanted if int(((predictions.preds == idx) & (predictions.labels != idx)).sum()) >= config.min_fp]
+    n_tests = sum(len([g for g in circuits[idx][0].groups if g.layer != circuits[idx][0].layers[0]]) for idx in sufficient)
+    atlas = build_atlas([c for c, _ in circuits.values()]) if len(circuits) >= 2 and sufficient else None  # once for every class
     results = []
-    for idx, cls, tp, fp, image_ids in jobs:
-        circuit, own = circuits[idx], loaded[idx]
+    for idx in wanted:
+        circuit, directory = circuits[idx]
+        own = predictions.labels == idx
+        hit = predictions.preds == idx
+        tp_rows = _cap(np.flatnonzero(own & hit), max_tp, config.seed)
+        fp_rows = _cap(np.flatnonzero(~own & hit), max_fp, config.seed)
+        if len(fp_rows) < config.min_fp:
+            if not quiet:
+                log(f"  class {idx} ({data.names[idx]}): {len(fp_rows)} false positives, fewer than the evidence floor of {config.min_fp}: insufficient evidence")
+            ids = tuple(predictions.ids[i] for i in (*tp_rows, *fp_rows))
+            results.append((circuit, ClassDebug(idx, len(tp_rows), len(fp_rows), 0, (), config, Verdict.INSUFFICIENT, 0, ids,
+                                                tuple(int(predictions.labels[i]) for i in fp_rows))))
+            continue
+        tp, tp_ids = _load_images(data.root, [predictions.ids[i] for i in tp_rows], spec.preprocess, batch_size, workers)
+        fp, fp_ids = _load_images(data.root, [predictions.ids[i] for i in fp_rows], spec.preprocess, batch_size, workers)
+        label_of = dict(zip(predictions.ids, predictions.labels.tolist()))
+        d_c, d_ids = _load_images(data.root, list(circuit.image_ids), spec.preprocess, batch_size, workers) if data.folder_of(idx) else (None, [])
         counts, fractions = shared_concepts(atlas, len(circuits), circuit)
-        row_of = {image_id: row for row, image_id in enumerate(own.ids)}
-        d_c = own.tensor[torch.as_tensor([row_of[i] for i in circuit.image_ids])] if set(circuit.image_ids) <= row_of.keys() else None
         result = debug_circuit(
             model,
             circuit,
             tp.to(device),
             fp.to(device),
             user.to(device) if user is not None else None,
-            class_images=d_c.to(device) if d_c is not None else None,
-            draws=draws,
-            seed=seed,
-            top_n=top_n,
+            fp_classes=[label_of[i] for i in fp_ids],
+            class_images=d_c.to(device) if d_c is not None and d_ids == list(circuit.image_ids) else None,
+            config=config,
+            n_tests=n_tests if config.fdr_scope == "run" else None,
+            part_of_class=_part_of_class(directory),
             shared_fraction=fractions or None,
             shared_classes=counts or None,
-            image_ids=image_ids,
+            image_ids=[*tp_ids, *fp_ids, *user_paths],
         )
-        results.append((circuit, cls, result))
+        results.append((circuit, result))
+    verdicts = assign_verdicts([r for _, r in results])
+    results = [(c, r) for (c, _), r in zip(results, verdicts)]
     if write:  # one transaction per class, after every class was computed
-        for circuit, cls, result in results:
-            write_debug(conn.driver, conn.database, cls, debug_rows(circuit, result, list(result.image_ids)), result)
-    return [(circuit, result) for circuit, _, result in results]
+        names = {i: data.names[i] for i in data.names}
+        for circuit, result in results:
+            cls = class_uid(model_uid(circuit.model_name, circuit.model_fingerprint), circuit.class_index)
+            write_debug(conn.driver, conn.database, cls, debug_rows(circuit, result, list(result.image_ids), names), result)
+    return results
 
 
-def result_json(circuit: Circuit, result: ClassDebug) -> dict:
+def result_json(circuit: Circuit, result: ClassDebug, names: dict[int, str] | None = None) -> dict:
     """The ``--format json`` document of one class."""
+    names = names or {}
+    cfg = result.config
     return {
         "class": {"index": circuit.class_index, "name": circuit.class_name},
+        "verdict": result.verdict,
         "n_tp": result.n_tp,
         "n_fp": result.n_fp,
-        "threshold": result.threshold,
+        "test": {"statistic": "false positives flipped by masking", "null": "random neuron sets of the group's size from its layer",
+                 "p_value": "sequential Monte-Carlo (Besag-Clifford)", "fdr": "Benjamini-Hochberg", "alpha": cfg.alpha,
+                 "fdr_scope": cfg.fdr_scope, "n_tests": result.n_tests, "min_fp": cfg.min_fp},
         "false_positives": list(result.image_ids[result.n_tp : result.n_tp + result.n_fp]),
         "groups": [
-            {**{k: v for k, v in asdict(e).items() if k not in ("channels", "top_images", "top_patches")}, "neurons": list(e.channels),
+            {**{k: v for k, v in asdict(e).items() if k not in ("channels", "top_images", "top_patches", "confusers")}, "neurons": list(e.channels),
+             "confusers": [{"class": names.get(k, k), "flipped": n, "false_positives": total} for k, n, total in e.confusers],
              "top_images": [list(t) for t in e.top_images], "top_patches": [list(t) for t in e.top_patches]}
             for e in result.groups
         ],
     }
-

@@ -29,7 +29,8 @@ _EXPORTS: dict[str, str] = {
     "PatchGrid": "patches", "crop_patches": "patches", "make_patch_grid": "patches",
     "LAYER_PRESETS": "presets", "preset_layers": "presets",
     "ModelSplit": "segments", "neuron_activations": "segments", "split_model": "segments",
-    "build_atlas": "atlas", "debug_circuit": "debugging", "bias_score": "debugging",
+    "build_atlas": "atlas", "debug_circuit": "debugging", "bias_score": "debugging", "assign_verdicts": "debugging",
+    "DebugConfig": "debugging",
     "EvaluationConfig": "evaluation", "evaluate_circuit": "evaluation",
 }
 
@@ -58,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover  # noqa: F401 (re-exports for type checker
         AGGREGATES, SCHEMA_VERSION, Circuit, CircuitConfig, CoreNeurons, GroupEdge, GroupMember,
         HypertreeEdge, NeuronGroup, NeuronRef, SemanticGroup,
     )
-    from .debugging import bias_score, debug_circuit
+    from .debugging import DebugConfig, assign_verdicts, bias_score, debug_circuit
     from .evaluation import EvaluationConfig, evaluate_circuit
     from .fingerprint import data_fingerprint, model_fingerprint
     from .masking import knockout, retain

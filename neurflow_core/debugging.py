@@ -1,41 +1,120 @@
 """Image debugging (Section 5.1): which neuron groups make a class fire for the wrong reasons.
 
-For every neuron group G of a class's concept circuit:
+Two questions are kept apart, because they have different evidence:
 
-* **activity**: the group-concept metric M (Section 5) of each image, the maximum over the
-  image's patches (as the authors' ``debug_img``), averaged over the class's true positives
-  (TP) and false positives (FP, images of other classes predicted as the class);
-* **causality**: G's neurons are masked (zeroed at G's layer) and we measure the drop of the
-  class's probability and logit on TPs and the fraction of FPs that stop being predicted as
-  the class; the same for ``draws`` random neuron sets of G's size from the same layer,
-  giving an effect size and a z-score;
-* **top images**: the images (and patches of the patch dataset) whose class logit drops most
-  when G is masked (Figure 9);
-* **bias score** (documented in :func:`bias_score`).
+1. **Does the group cause the class's false positives?** A statistical finding. The group's
+   neurons are masked (zeroed at its layer) and we count the false positives (FP: images of
+   other classes predicted as the class) that stop being predicted as the class. The null
+   distribution is the same count for random neuron sets of the group's size from the same
+   layer; the p-value is a sequential Monte-Carlo permutation p-value (Besag & Clifford,
+   1991), and the false-discovery rate over every group of a family is controlled with
+   Benjamini-Hochberg (:func:`assign_verdicts`). A class with fewer FPs than the evidence
+   floor gets the verdict ``insufficient evidence`` and no group test.
+2. **Is the group spurious for the class?** It causes false positives *and* its concept is
+   not part of the class itself. That needs evidence about what the concept depicts (a
+   label from pixel annotations or a multimodal LLM, :mod:`neurflow.ingest.labelling`):
+   ``part_of_class`` per group. Without it the verdict says so ("spuriousness unknown").
 
-Masking uses the model's own segments: feature maps at G's layer are computed once, then the
-masked maps run through the segments above it, so each random draw costs only the top of the
-network.
+The **bias score** ranks groups; it is not a test. It is the *specific* effect on false
+positives, in [0, 1] (:func:`bias_score`): the share of the FPs that random sets leave
+that masking the group removes, times one minus the share of the true positives (TP) that
+random sets keep that masking the group destroys. A group that also destroys the class's
+own true positives is the object, not a context.
+
+Masking uses the model's own segments: feature maps at a group's layer are computed once,
+then the masked maps (many random sets at once, folded into the batch) run through the
+segments above it, so each random draw costs only the top of the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from scipy.stats import false_discovery_control
 from torch import nn
 
-from .circuit import Circuit, NeuronGroup
 from .activations import patch_activations
+from .circuit import Circuit, NeuronGroup
 from .metrics import group_concept_metric
 from .patches import crop_patches, make_patch_grid
 from .segments import ModelSplit, split_model
 
-__all__ = ["GroupEvidence", "ClassDebug", "bias_score", "debug_circuit", "BIAS_THRESHOLD"]
+__all__ = [
+    "DebugConfig",
+    "GroupEvidence",
+    "ClassDebug",
+    "Verdict",
+    "bias_score",
+    "permutation_draws",
+    "assign_verdicts",
+    "debug_circuit",
+]
 
-BIAS_THRESHOLD = 0.25
+
+class Verdict:
+    """The verdict strings, in the JSON, the table and the graph (``verdict`` properties)."""
+
+    SPURIOUS = "spurious"
+    PART_OF_CLASS = "causes false positives; part of the class"
+    UNKNOWN = "causes false positives; spuriousness unknown"
+    NOT_SIGNIFICANT = "not significant"
+    INSUFFICIENT = "insufficient evidence"
+    # class level
+    CLASS_BIASED = "biased"
+    CLASS_CAUSES = "false positives explained; no spurious group"
+    CLASS_UNKNOWN = "false positives explained; spuriousness unknown"
+    CLASS_NONE = "no group explains the false positives"
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    """Settings of the debugger, fixed before any figure is looked at.
+
+    Attributes:
+        alpha: the false-discovery rate controlled by Benjamini-Hochberg (q-value <= alpha
+            means "causes false positives").
+        min_fp: the evidence floor: a class with fewer false positives gets the verdict
+            "insufficient evidence". With 10, one false positive moves the flip fraction by
+            0.1, and a group that flips all of them has a binomial 95% interval of [0.69, 1].
+        reference_draws: random sets of every group whose TP and FP effects give the
+            random means (the bias score's reference); also the fewest permutation draws.
+        max_draws: the most permutation draws per group (the test stops earlier, see
+            ``min_exceed``; :func:`permutation_draws` sizes it for a family).
+        min_exceed: Besag-Clifford's h: draws stop once h random sets flipped at least as
+            many false positives as the group (the group is then clearly not significant).
+        fdr_scope: ``"run"``: one Benjamini-Hochberg family over every group of every class
+            debugged together (the graph's cross-class list of biased groups then has its
+            FDR controlled); ``"class"``: one family per class.
+        seed: seeds the random sets (per layer and group, so results do not depend on order).
+        top_n: images and patches kept per group, by logit drop.
+        batch_bytes: the most bytes of masked feature maps in one forward batch.
+    """
+
+    alpha: float = 0.05
+    min_fp: int = 10
+    reference_draws: int = 100
+    max_draws: int = 20_000
+    min_exceed: int = 10
+    fdr_scope: str = "run"
+    seed: int = 0
+    top_n: int = 5
+    batch_bytes: int = 256 << 20
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.min_fp < 1:
+            raise ValueError(f"min_fp must be >= 1, got {self.min_fp}")
+        if self.reference_draws < 1 or self.max_draws < self.reference_draws:
+            raise ValueError(f"need 1 <= reference_draws <= max_draws, got {self.reference_draws} and {self.max_draws}")
+        if self.min_exceed < 1:
+            raise ValueError(f"min_exceed must be >= 1, got {self.min_exceed}")
+        if self.fdr_scope not in ("run", "class"):
+            raise ValueError(f"fdr_scope must be 'run' or 'class', got {self.fdr_scope!r}")
 
 
 @dataclass(frozen=True)
@@ -43,22 +122,29 @@ class GroupEvidence:
     """Bias evidence of one neuron group.
 
     Attributes:
-        tp_metric / fp_metric / user_metric: mean group-concept metric M over TP, FP and
-            user images (None when the set is empty).
+        tp_metric / fp_metric / user_metric: mean group-concept metric M (Section 5) over
+            TP, FP and user images, each image's M the maximum over its patches (None when
+            the set is empty). Descriptive: M is not part of the test or the score.
         tp_prob_drop / tp_logit_drop: mean drop of the class probability / logit on TPs when
             the group is masked.
-        fp_flip: fraction of FPs no longer predicted as the class when masked.
-        tp_flip: fraction of TPs no longer predicted as the class when masked (a group
-            the class cannot do without on its own images; not part of the score).
-        random_*: mean and std of the same figures over random sets of the group's size.
-        effect_fp_flip: fp_flip minus the random mean; z_fp_flip its z-score.
-        p_fp_flip: empirical p-value of fp_flip against the random draws,
-            ``(1 + #{draws flipping at least as many}) / (1 + draws)``.
-        z_tp_drop: z-score of tp_prob_drop against the random draws.
-        shared_classes: other classes whose circuits use any of the group's concepts (atlas),
-            or None.
-        shared_fraction: the sharing that enters the score (see :func:`bias_score`), or None.
-        bias_score: see :func:`bias_score`.
+        fp_flip / tp_flip: fraction of FPs / TPs no longer predicted as the class when masked.
+        random_*: mean and std of the same figures over the reference random sets.
+        effect_fp_flip: fp_flip minus the random mean; z_fp_flip its z-score (descriptive).
+        p_fp_flip: the permutation p-value of the number of FPs flipped (Besag-Clifford).
+        draws: random sets drawn for the p-value.
+        q_value: the Benjamini-Hochberg adjusted p-value in its family (None until
+            :func:`assign_verdicts`).
+        collateral_tp: the share of the TPs that random sets keep that masking the group
+            destroys, ``clip((tp_flip - random) / (1 - random), 0, 1)``.
+        bias_score: :func:`bias_score`.
+        causes_fp: q_value <= alpha.
+        part_of_class: the concept evidence: True (the concept is the class's own), False
+            (it is not), None (unknown).
+        verdict: one of :class:`Verdict`'s group strings.
+        confusers: ``(true class index, FPs of that class flipped, FPs of that class)`` for
+            the classes whose false positives masking the group removes ("hoverfly -> bee").
+        shared_classes / shared_fraction: other classes whose circuits use the group's
+            concepts (concept atlas; descriptive), or None.
         top_images: ``(image index into tp+fp+user order, logit drop)``, largest drop first.
         top_patches: ``(patch id of the class's patch dataset, logit drop)``.
     """
@@ -71,29 +157,42 @@ class GroupEvidence:
     user_metric: float | None
     tp_prob_drop: float
     tp_logit_drop: float
-    fp_flip: float | None
+    fp_flip: float
     tp_flip: float | None
     random_tp_prob_drop_mean: float
     random_tp_prob_drop_std: float
-    random_fp_flip_mean: float | None
-    random_fp_flip_std: float | None
-    effect_fp_flip: float | None
-    z_fp_flip: float | None
-    p_fp_flip: float | None
+    random_fp_flip_mean: float
+    random_fp_flip_std: float
+    random_tp_flip_mean: float | None
+    effect_fp_flip: float
+    z_fp_flip: float
+    p_fp_flip: float
+    draws: int
     z_tp_drop: float
-    shared_classes: int | None
-    shared_fraction: float | None
+    collateral_tp: float
     bias_score: float
+    q_value: float | None = None
+    causes_fp: bool = False
+    part_of_class: bool | None = None
+    verdict: str = Verdict.NOT_SIGNIFICANT
+    confusers: tuple[tuple[int, int, int], ...] = field(default=())
+    shared_classes: int | None = None
+    shared_fraction: float | None = None
     top_images: tuple[tuple[int, float], ...] = field(default=())
     top_patches: tuple[tuple[int, float], ...] = field(default=())
 
 
 @dataclass(frozen=True)
 class ClassDebug:
-    """All groups' evidence for one class, ranked by bias score (highest first).
+    """All groups' evidence for one class, ranked (see :func:`assign_verdicts`).
 
-    ``image_ids`` names the scored images in TP, FP, user order (the order of
-    ``GroupEvidence.top_images``) when the caller gave them.
+    Attributes:
+        verdict: one of :class:`Verdict`'s class strings (``insufficient evidence`` when
+            ``n_fp < config.min_fp``; then ``groups`` is empty).
+        n_tests: size of the Benjamini-Hochberg family the q-values were computed in.
+        image_ids: names of the scored images in TP, FP, user order (the order of
+            ``GroupEvidence.top_images``) when the caller gave them.
+        fp_classes: the true class of each false positive, in FP order.
     """
 
     class_index: int
@@ -101,53 +200,47 @@ class ClassDebug:
     n_fp: int
     n_user: int
     groups: tuple[GroupEvidence, ...]
-    threshold: float = BIAS_THRESHOLD
+    config: DebugConfig = field(default_factory=DebugConfig)
+    verdict: str = Verdict.CLASS_NONE
+    n_tests: int = 0
     image_ids: tuple[str, ...] = ()
+    fp_classes: tuple[int, ...] = ()
 
 
-def bias_score(
-    tp_metric: float | None,
-    fp_metric: float | None,
-    z_fp_flip: float | None,
-    shared_fraction: float | None,
-    *,
-    p_fp_flip: float | None = None,
-    z_ref: float = 3.0,
-    alpha: float = 0.05,
-) -> float:
-    """Combine the evidence into one bias score in [0, 1].
+def bias_score(fp_flip: float, random_fp_flip: float, tp_flip: float | None, random_tp_flip: float | None) -> float:
+    """The specific effect of masking a group on the false positives, in [0, 1].
 
-    A group biases the class when three things hold, and the score is their product:
+    ``score = e * (1 - d)`` with
 
-    * **active on false positives**: ``a = clip(M_fp / M_tp, 0, 1)``, how much of its
-      activity on the class's own images (true positives) the group keeps on the false
-      positives. The class's object parts are silent on images without the object (a near
-      0); a spurious context fires on the false positives as it does on the true
-      positives, which usually show the same context (a near 1). Requiring M_fp to
-      *exceed* M_tp would miss exactly the biases worth finding: when the class is nearly
-      always photographed with the context, the context is on the true positives too;
-    * **causal beyond random**: ``c = clip(z_fp_flip / z_ref, 0, 1)``: masking the group
-      removes more false positives than masking random neuron sets of its size, measured
-      in random-draw standard deviations (z_ref = 3 gives full weight); and c = 0 unless
-      the empirical p-value ``p_fp_flip`` (when given) is at most ``alpha``: flip fractions
-      over a few false positives are discrete and bounded, so a z-score alone overstates
-      the evidence when random sets also flip them all;
-    * **not specific to the class**: ``s = 0.5 + 0.5 * shared_fraction``, where
-      shared_fraction is, averaged over the group's members, the fraction of other classes
-      whose circuits use the member's concept (concept atlas); without an atlas s = 0.75.
-      Shared concepts are contexts rather than the class's own parts, so sharing raises
-      the score but cannot make it.
+    * ``e = clip((fp_flip - r_fp) / (1 - r_fp), 0, 1)``: of the false positives that masking
+      random neuron sets of the group's size leaves, the share that masking the group
+      removes (1: every one; 0: no more than random sets);
+    * ``d = clip((tp_flip - r_tp) / (1 - r_tp), 0, 1)``: the collateral damage, the same
+      share for the class's own true positives. A group whose masking destroys the true
+      positives is the class's object, not a context it leans on.
 
-    Without false positives there is nothing to explain and the score is 0.
+    The score ranks groups; whether a group causes the false positives at all is the
+    permutation test's and the false-discovery control's decision, not the score's.
     """
-    if fp_metric is None or tp_metric is None or z_fp_flip is None:
+    e = 0.0 if random_fp_flip >= 1.0 else float(np.clip((fp_flip - random_fp_flip) / (1.0 - random_fp_flip), 0.0, 1.0))
+    return e * (1.0 - _collateral(tp_flip, random_tp_flip))
+
+
+def _collateral(tp_flip: float | None, random_tp_flip: float | None) -> float:
+    if tp_flip is None or random_tp_flip is None or random_tp_flip >= 1.0:
         return 0.0
-    a = float(np.clip(fp_metric / tp_metric, 0.0, 1.0)) if tp_metric > 0 else 0.0
-    c = float(np.clip(z_fp_flip / z_ref, 0.0, 1.0))
-    if p_fp_flip is not None and p_fp_flip > alpha:
-        c = 0.0
-    s = 0.75 if shared_fraction is None else 0.5 + 0.5 * float(np.clip(shared_fraction, 0.0, 1.0))
-    return a * c * s
+    return float(np.clip((tp_flip - random_tp_flip) / (1.0 - random_tp_flip), 0.0, 1.0))
+
+
+def permutation_draws(n_tests: int, config: DebugConfig) -> int:
+    """Permutation draws per group for a family of ``n_tests`` groups.
+
+    A lone discovery among m tests needs ``p <= alpha / m``; with B draws and no random set
+    as strong, the p-value is ``1 / (B + 1)``. We draw ``ceil(2 m / alpha)`` (a factor two of
+    margin for the Monte-Carlo error), at least the reference draws, at most
+    ``config.max_draws``.
+    """
+    return int(min(config.max_draws, max(config.reference_draws, math.ceil(2 * max(n_tests, 1) / config.alpha))))
 
 
 def _suffix(split: ModelSplit, layer: str):
@@ -163,17 +256,51 @@ def _suffix(split: ModelSplit, layer: str):
 
 
 @torch.no_grad()
-def _masked_logits(suffix, feats: torch.Tensor, channels: Sequence[int], batch: int = 256) -> torch.Tensor:
-    mask = torch.ones(feats.shape[1], dtype=feats.dtype, device=feats.device)
-    mask[torch.as_tensor(list(channels), dtype=torch.long, device=feats.device)] = 0
-    shape = (1, -1, *([1] * (feats.dim() - 2)))
-    return torch.cat([suffix(feats[i : i + batch] * mask.view(shape)) for i in range(0, len(feats), batch)])
+def _masked_logits(suffix, feats: torch.Tensor, masks: torch.Tensor, batch_bytes: int) -> torch.Tensor:
+    """Logits of ``feats`` under each of ``masks``.
+
+    Args:
+        feats: ``[n, C, *spatial]`` feature maps at the layer.
+        masks: ``[b, C]`` 0/1 channel masks.
+
+    Returns:
+        ``[b, n, K]``.
+    """
+    n = feats.shape[0]
+    if n == 0:
+        return feats.new_zeros(masks.shape[0], 0, 0)
+    per_mask = feats[0].numel() * feats.element_size() * n
+    step = max(1, batch_bytes // max(per_mask, 1))
+    out = []
+    shape = (1, 1, feats.shape[1], *([1] * (feats.dim() - 2)))
+    for i in range(0, masks.shape[0], step):
+        m = masks[i : i + step].to(feats.dtype)  # [b', C]
+        x = feats.unsqueeze(0) * m.view(m.shape[0], *shape[1:]).unsqueeze(1)  # [b', n, C, *spatial]
+        logits = suffix(x.reshape(-1, *feats.shape[1:]))  # [b' * n, K]
+        out.append(logits.view(m.shape[0], n, -1))  # [b', n, K]
+    return torch.cat(out)
+
+
+def _drop_mask(width: int, channels: Sequence[int], device: torch.device) -> torch.Tensor:
+    mask = torch.ones(1, width, device=device)  # [1, C]
+    mask[0, torch.as_tensor(list(channels), dtype=torch.long, device=device)] = 0
+    return mask
+
+
+def _random_masks(rng: np.random.Generator, width: int, size: int, count: int, device: torch.device) -> torch.Tensor:
+    """``[count, width]`` masks, each zeroing ``size`` channels drawn without replacement."""
+    chosen = np.argsort(rng.random((count, width)), axis=1)[:, :size]  # [count, size]
+    mask = torch.ones(count, width, device=device)
+    mask.scatter_(1, torch.as_tensor(chosen, device=device), 0.0)
+    return mask
 
 
 @torch.no_grad()
 def _layer_maps(split: ModelSplit, layer: str, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    if not len(images):
+        return images.new_zeros(0)
     ex = split.extractor([layer])
-    return torch.cat([ex(images[i : i + batch])[layer] for i in range(0, len(images), batch)]) if len(images) else images.new_zeros(0)
+    return torch.cat([ex(images[i : i + batch])[layer] for i in range(0, len(images), batch)])
 
 
 def _image_metric(circuit: Circuit, group: NeuronGroup, patch_acts: torch.Tensor, image_index: np.ndarray, n_images: int) -> np.ndarray:
@@ -193,9 +320,57 @@ def _image_metric(circuit: Circuit, group: NeuronGroup, patch_acts: torch.Tensor
     return per_image
 
 
-def _stats(values: list[float]) -> tuple[float, float]:
+def _stats(values: np.ndarray) -> tuple[float, float]:
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class _Null:
+    """What the random sets of one group gave."""
+
+    fp_flip: np.ndarray  # [reference_draws] fraction of FPs flipped
+    tp_flip: np.ndarray  # [reference_draws] fraction of TPs flipped (empty without TPs)
+    tp_prob_drop: np.ndarray  # [reference_draws]
+    p_value: float
+    draws: int
+
+
+@torch.no_grad()
+def _null(suffix, feats: torch.Tensor, n_tp: int, n_fp: int, c: int, observed: int, base_prob: torch.Tensor,
+          rng: np.random.Generator, size: int, max_draws: int, config: DebugConfig) -> _Null:
+    """Random sets of ``size`` channels: reference figures, then the sequential permutation test.
+
+    The statistic is the number of false positives flipped. Draws go in order; the test stops
+    at the ``min_exceed``-th draw flipping at least ``observed`` (p = h / l, Besag & Clifford)
+    or after ``max_draws`` draws (p = (1 + exceedances) / (1 + draws)).
+    """
+    width, device = feats.shape[1], feats.device
+    tp_feats, fp_feats = feats[:n_tp], feats[n_tp : n_tp + n_fp]
+    ref = _random_masks(rng, width, size, config.reference_draws, device)  # [R, C]
+    logits = _masked_logits(suffix, torch.cat([tp_feats, fp_feats]), ref, config.batch_bytes)  # [R, n_tp + n_fp, K]
+    wrong = logits.argmax(2) != c  # [R, n_tp + n_fp]
+    fp_counts = wrong[:, n_tp:].sum(1).cpu().numpy()  # [R]
+    tp_flip = wrong[:, :n_tp].double().mean(1).cpu().numpy() if n_tp else np.zeros(0)
+    tp_prob_drop = (base_prob[:n_tp].unsqueeze(0) - logits[:, :n_tp].softmax(2)[..., c]).double().mean(1).cpu().numpy() if n_tp else np.zeros(config.reference_draws)
+    counts = [fp_counts]
+    drawn, exceed = len(fp_counts), int((fp_counts >= observed).sum())
+    per_batch = max(1, config.batch_bytes // max(fp_feats[:1].numel() * fp_feats.element_size() * max(n_fp, 1), 1))
+    while exceed < config.min_exceed and drawn < max_draws:
+        more = _random_masks(rng, width, size, min(per_batch, max_draws - drawn), device)
+        batch_counts = (_masked_logits(suffix, fp_feats, more, config.batch_bytes).argmax(2) != c).sum(1).cpu().numpy()
+        counts.append(batch_counts)
+        drawn += len(batch_counts)
+        exceed += int((batch_counts >= observed).sum())
+    every = np.concatenate(counts)
+    hits = np.flatnonzero(every >= observed)
+    if len(hits) >= config.min_exceed:
+        p = config.min_exceed / (hits[config.min_exceed - 1] + 1)  # stopped at the h-th exceedance
+        drawn = int(hits[config.min_exceed - 1] + 1)
+    else:
+        p = (1 + len(hits)) / (1 + len(every))
+        drawn = len(every)
+    return _Null(fp_counts / n_fp, tp_flip, tp_prob_drop, float(min(p, 1.0)), drawn)
 
 
 @torch.no_grad()
@@ -206,16 +381,20 @@ def debug_circuit(
     fp_images: torch.Tensor,
     user_images: torch.Tensor | None = None,
     *,
+    fp_classes: Sequence[int] | None = None,
     class_images: torch.Tensor | None = None,
-    draws: int = 20,
-    seed: int = 0,
-    top_n: int = 5,
-    shared_fraction: dict[tuple[str, int], float] | None = None,
-    shared_classes: dict[tuple[str, int], int] | None = None,
+    config: DebugConfig | None = None,
+    n_tests: int | None = None,
+    part_of_class: Mapping[tuple[str, int], bool | None] | None = None,
+    shared_fraction: Mapping[tuple[str, int], float] | None = None,
+    shared_classes: Mapping[tuple[str, int], int] | None = None,
     layers: Sequence[str] | None = None,
     image_ids: Sequence[str] | None = None,
 ) -> ClassDebug:
-    """Score every neuron group of ``circuit`` for bias (Section 5.1).
+    """Test every neuron group of ``circuit`` for causing false positives (Section 5.1).
+
+    The returned groups have p-values but no q-values yet: pass every class debugged
+    together to :func:`assign_verdicts`, which controls the false-discovery rate and ranks.
 
     Args:
         model: the classifier the circuit was built from (eval mode, on its device).
@@ -223,119 +402,180 @@ def debug_circuit(
         tp_images: ``[n_tp, C, S, S]`` images of the class predicted as the class.
         fp_images: ``[n_fp, C, S, S]`` images of other classes predicted as the class.
         user_images: optional extra images to score with M.
+        fp_classes: the true class of each false positive (for ``confusers``).
         class_images: the images the circuit was built from (D_c), to rank patches of the
             patch dataset by logit drop; skipped when None.
-        draws: random neuron sets per group; at least 19 for the empirical p-value to be able
-            to reach 0.05 (the bias score's significance gate), 20 by default.
-        seed: for the random sets.
-        top_n: images and patches kept per group.
+        config: :class:`DebugConfig` (default settings when None).
+        n_tests: the size of the Benjamini-Hochberg family this class's groups will be
+            tested in (sizes the permutation draws, :func:`permutation_draws`); default: this
+            class's groups.
+        part_of_class: per (layer, group index): whether the group's concept is the class's
+            own (concept labels); missing or None = unknown.
         shared_fraction / shared_classes: per (layer, group index), from the concept atlas.
         layers: restrict to these layers (default: every layer below the logit).
         image_ids: names of the TP, FP and user images in that order, kept in the result.
 
     Returns:
-        A :class:`ClassDebug` with groups ranked by bias score.
+        A :class:`ClassDebug`; ``verdict`` is ``insufficient evidence`` and no group is
+        tested when there are fewer than ``config.min_fp`` false positives.
     """
-    if draws < 1:
-        raise ValueError("draws must be >= 1")
+    config = config or DebugConfig()
     device = next(model.parameters()).device
     model.eval()
-    split = split_model(model, circuit.layers)
     c = circuit.class_index
     user_images = user_images if user_images is not None else tp_images[:0]
-    all_images = torch.cat([tp_images, fp_images, user_images]).to(device)
     n_tp, n_fp, n_user = len(tp_images), len(fp_images), len(user_images)
     if image_ids is not None and len(image_ids) != n_tp + n_fp + n_user:
         raise ValueError(f"{len(image_ids)} image ids for {n_tp + n_fp + n_user} images")
-    rng = np.random.default_rng(seed)
-    base_logits = model(all_images) if len(all_images) else None
+    if fp_classes is not None and len(fp_classes) != n_fp:
+        raise ValueError(f"{len(fp_classes)} false-positive classes for {n_fp} false positives")
+    ids = tuple(str(i) for i in image_ids) if image_ids is not None else ()
+    fp_cls = tuple(int(x) for x in fp_classes) if fp_classes is not None else ()
+    if n_fp < config.min_fp:
+        return ClassDebug(c, n_tp, n_fp, n_user, (), config, Verdict.INSUFFICIENT, 0, ids, fp_cls)
+    chosen = list(layers if layers is not None else circuit.layers[1:])
+    if n_tests is None:
+        n_tests = sum(len(circuit.groups_of(layer)) for layer in chosen)
+    max_draws = permutation_draws(n_tests, config)
+    split = split_model(model, circuit.layers)
+    all_images = torch.cat([tp_images, fp_images, user_images]).to(device)
+    base_logits = model(all_images)  # [n, K]
+    base_prob = base_logits.softmax(1)[:, c]  # [n]
     patch_ids = None
     if class_images is not None:
         patch_ids = np.array(sorted({p for g in circuit.groups for p in g.patch_ids}), dtype=np.int64)
         patch_imgs = crop_patches(class_images.to(device), circuit.patches.subset(patch_ids))
         base_patch = model(patch_imgs)[:, c]
+    grid = make_patch_grid(len(all_images), all_images.shape[-1], circuit.config.scales, circuit.config.stride_ratio)
+    patch_acts = patch_activations(split, all_images, grid, chosen)  # one pass: M of every group
+    fp_true = np.asarray(fp_cls, dtype=np.int64) if fp_cls else None
     evidence = []
-    chosen = list(layers if layers is not None else circuit.layers[1:])
-    # one streaming pass: every layer's activations on every patch of every image (for M)
-    grid = make_patch_grid(max(len(all_images), 1), all_images.shape[-1], circuit.config.scales, circuit.config.stride_ratio)
-    patch_acts = patch_activations(split, all_images, grid, chosen) if len(all_images) else {}
-    for layer in chosen:
+    for layer_pos, layer in enumerate(chosen):
         groups = circuit.groups_of(layer)
         if not groups:
             continue
         suffix = _suffix(split, layer)
-        feats = _layer_maps(split, layer, all_images)
+        feats = _layer_maps(split, layer, all_images)  # [n, C, *spatial]
         width = feats.shape[1]
         patch_feats = _layer_maps(split, layer, patch_imgs) if patch_ids is not None else None
         for g in groups:
             channels = [n.channel for n in g.neurons]
-            metric = _image_metric(circuit, g, patch_acts[layer], grid.image_index, len(all_images)) if len(all_images) else np.zeros(0)
-
-            def effects(chs: Sequence[int]) -> tuple[float, float, float | None, torch.Tensor]:
-                logits = _masked_logits(suffix, feats, chs)
-                prob = logits.softmax(1)[:, c]
-                base_prob = base_logits.softmax(1)[:, c]
-                tp_prob = float((base_prob[:n_tp] - prob[:n_tp]).mean()) if n_tp else 0.0
-                tp_logit = float((base_logits[:n_tp, c] - logits[:n_tp, c]).mean()) if n_tp else 0.0
-                flip = float((logits[n_tp : n_tp + n_fp].argmax(1) != c).float().mean()) if n_fp else None
-                return tp_prob, tp_logit, flip, logits
-
-            tp_prob, tp_logit, flip, logits = effects(channels)
-            tp_flip = float((logits[:n_tp].argmax(1) != c).float().mean()) if n_tp else None
-            rand_prob, rand_flip = [], []
-            for _ in range(draws):
-                r = rng.choice(width, size=len(channels), replace=False)
-                p, _, f, _ = effects(r.tolist())
-                rand_prob.append(p)
-                if f is not None:
-                    rand_flip.append(f)
-            rp_mean, rp_std = _stats(rand_prob)
-            rf_mean, rf_std = _stats(rand_flip) if rand_flip else (None, None)
-            z_tp = (tp_prob - rp_mean) / max(rp_std, 1e-6)
-            if flip is not None:
-                floor = 1.0 / max(n_fp, 1)  # one image: the resolution of the flip fraction
-                z_flip = (flip - rf_mean) / max(rf_std, floor)
-                effect = flip - rf_mean
-                p_flip = (1 + sum(r >= flip for r in rand_flip)) / (1 + len(rand_flip))
-            else:
-                z_flip = effect = p_flip = None
-            drops = (base_logits[:, c] - logits[:, c]).double().cpu().numpy() if len(all_images) else np.zeros(0)
-            order = np.argsort(-drops, kind="stable")[:top_n]
+            logits = _masked_logits(suffix, feats, _drop_mask(width, channels, device), config.batch_bytes)[0]  # [n, K]
+            wrong = (logits.argmax(1) != c).cpu().numpy()  # [n]
+            fp_wrong = wrong[n_tp : n_tp + n_fp]
+            rng = np.random.default_rng([config.seed, layer_pos, g.index])
+            null = _null(suffix, feats, n_tp, n_fp, c, int(fp_wrong.sum()), base_prob, rng, len(channels), max_draws, config)
+            fp_flip = float(fp_wrong.mean())
+            tp_flip = float(wrong[:n_tp].mean()) if n_tp else None
+            rf_mean, rf_std = _stats(null.fp_flip)
+            rt_mean = float(null.tp_flip.mean()) if n_tp else None
+            rp_mean, rp_std = _stats(null.tp_prob_drop)
+            tp_prob = float((base_prob[:n_tp] - logits[:n_tp].softmax(1)[:, c]).mean()) if n_tp else 0.0
+            tp_logit = float((base_logits[:n_tp, c] - logits[:n_tp, c]).mean()) if n_tp else 0.0
+            drops = (base_logits[:, c] - logits[:, c]).double().cpu().numpy()
+            order = np.argsort(-drops, kind="stable")[: config.top_n]
             top_patches: tuple[tuple[int, float], ...] = ()
             if patch_feats is not None:
-                pdrop = (base_patch - _masked_logits(suffix, patch_feats, channels)[:, c]).double().cpu().numpy()
-                porder = np.argsort(-pdrop, kind="stable")[:top_n]
+                masked = _masked_logits(suffix, patch_feats, _drop_mask(width, channels, device), config.batch_bytes)[0]
+                pdrop = (base_patch - masked[:, c]).double().cpu().numpy()
+                porder = np.argsort(-pdrop, kind="stable")[: config.top_n]
                 top_patches = tuple((int(patch_ids[i]), float(pdrop[i])) for i in porder)
+            confusers: tuple[tuple[int, int, int], ...] = ()
+            if fp_true is not None:
+                confusers = tuple(
+                    (int(k), int(fp_wrong[fp_true == k].sum()), int((fp_true == k).sum()))
+                    for k in np.unique(fp_true) if fp_wrong[fp_true == k].any()
+                )
+            metric = _image_metric(circuit, g, patch_acts[layer], grid.image_index, len(all_images))
             key = (layer, g.index)
-            frac = shared_fraction.get(key) if shared_fraction else None
-            tp_m = float(metric[:n_tp].mean()) if n_tp else None
-            fp_m = float(metric[n_tp : n_tp + n_fp].mean()) if n_fp else None
+            floor = 1.0 / n_fp  # one image: the resolution of the flip fraction
             evidence.append(
                 GroupEvidence(
                     layer=layer,
                     index=g.index,
                     channels=tuple(channels),
-                    tp_metric=tp_m,
-                    fp_metric=fp_m,
+                    tp_metric=float(metric[:n_tp].mean()) if n_tp else None,
+                    fp_metric=float(metric[n_tp : n_tp + n_fp].mean()),
                     user_metric=float(metric[n_tp + n_fp :].mean()) if n_user else None,
                     tp_prob_drop=tp_prob,
                     tp_logit_drop=tp_logit,
-                    fp_flip=flip,
+                    fp_flip=fp_flip,
                     tp_flip=tp_flip,
                     random_tp_prob_drop_mean=rp_mean,
                     random_tp_prob_drop_std=rp_std,
                     random_fp_flip_mean=rf_mean,
                     random_fp_flip_std=rf_std,
-                    effect_fp_flip=effect,
-                    z_fp_flip=z_flip,
-                    p_fp_flip=p_flip,
-                    z_tp_drop=z_tp,
+                    random_tp_flip_mean=rt_mean,
+                    effect_fp_flip=fp_flip - rf_mean,
+                    z_fp_flip=(fp_flip - rf_mean) / max(rf_std, floor),
+                    p_fp_flip=null.p_value,
+                    draws=null.draws,
+                    z_tp_drop=(tp_prob - rp_mean) / max(rp_std, 1e-6),
+                    collateral_tp=_collateral(tp_flip, rt_mean),
+                    bias_score=bias_score(fp_flip, rf_mean, tp_flip, rt_mean),
+                    part_of_class=(part_of_class or {}).get(key),
+                    confusers=confusers,
                     shared_classes=shared_classes.get(key) if shared_classes else None,
-                    shared_fraction=frac,
-                    bias_score=bias_score(tp_m, fp_m, z_flip, frac, p_fp_flip=p_flip),
+                    shared_fraction=shared_fraction.get(key) if shared_fraction else None,
                     top_images=tuple((int(i), float(drops[i])) for i in order),
                     top_patches=top_patches,
                 )
             )
-    evidence.sort(key=lambda e: (-e.bias_score, e.layer, e.index))
-    return ClassDebug(c, n_tp, n_fp, n_user, tuple(evidence), image_ids=tuple(str(i) for i in image_ids) if image_ids is not None else ())
+    return ClassDebug(c, n_tp, n_fp, n_user, tuple(evidence), config, Verdict.CLASS_NONE, n_tests, ids, fp_cls)
+
+
+def _group_verdict(causes: bool, part: bool | None) -> str:
+    if not causes:
+        return Verdict.NOT_SIGNIFICANT
+    return {False: Verdict.SPURIOUS, True: Verdict.PART_OF_CLASS}.get(part, Verdict.UNKNOWN)  # type: ignore[arg-type]
+
+
+def _class_verdict(groups: Sequence[GroupEvidence]) -> str:
+    verdicts = {g.verdict for g in groups}
+    if Verdict.SPURIOUS in verdicts:
+        return Verdict.CLASS_BIASED
+    if Verdict.UNKNOWN in verdicts:
+        return Verdict.CLASS_UNKNOWN
+    if Verdict.PART_OF_CLASS in verdicts:
+        return Verdict.CLASS_CAUSES
+    return Verdict.CLASS_NONE
+
+
+def assign_verdicts(results: Sequence[ClassDebug]) -> list[ClassDebug]:
+    """Control the false-discovery rate, give every group and class its verdict, and rank.
+
+    Benjamini-Hochberg (``scipy.stats.false_discovery_control``) runs over every tested
+    group of ``results`` (``fdr_scope="run"``) or over each class's groups (``"class"``).
+    A group *causes false positives* when its q-value is at most ``alpha``; it is
+    *spurious* when it also has ``part_of_class`` False. Within a class, groups that cause
+    false positives come first, each part ordered by bias score (highest first), then
+    p-value. Classes with insufficient evidence pass through unchanged.
+    """
+    if not results:
+        return []
+    config = results[0].config
+    if any(r.config.alpha != config.alpha or r.config.fdr_scope != config.fdr_scope for r in results):
+        raise ValueError("classes debugged together must share alpha and fdr_scope")
+    families = [[r] for r in results] if config.fdr_scope == "class" else [list(results)]
+    q_of: dict[tuple[int, str, int], float] = {}
+    size_of: dict[int, int] = {}
+    for family in families:
+        keys = [(r.class_index, g.layer, g.index) for r in family for g in r.groups]
+        ps = np.array([g.p_fp_flip for r in family for g in r.groups], dtype=np.float64)
+        qs = false_discovery_control(ps, method="bh") if len(ps) else ps
+        q_of.update(zip(keys, (float(q) for q in qs)))
+        for r in family:
+            size_of[r.class_index] = len(ps)
+    out = []
+    for r in results:
+        if r.verdict == Verdict.INSUFFICIENT:
+            out.append(r)
+            continue
+        groups = []
+        for g in r.groups:
+            q = q_of[(r.class_index, g.layer, g.index)]
+            causes = q <= r.config.alpha
+            groups.append(replace(g, q_value=q, causes_fp=causes, verdict=_group_verdict(causes, g.part_of_class)))
+        groups.sort(key=lambda g: (not g.causes_fp, -g.bias_score, g.p_fp_flip, g.layer, g.index))
+        out.append(replace(r, groups=tuple(groups), verdict=_class_verdict(groups), n_tests=size_of[r.class_index]))
+    return out

@@ -47,29 +47,36 @@ def _debug(conn, image_folder, artifacts, *extra):
 
 def test_debug_writes_ranked_evidence(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
     load(graph.driver, graph.database, find_artifacts([artifacts]), log=lambda _: None)
-    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--draws", "20", "--format", "json")
+    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "2", "--draws", "20", "--max-draws", "200", "--format", "json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output[result.output.index("[") :])
     groups = doc[0]["groups"]
-    assert doc[0]["class"]["index"] == predicted and doc[0]["n_fp"] > 0
-    assert {"layer", "neurons", "bias_score", "fp_metric", "fp_flip", "z_fp_flip", "random_fp_flip_mean"} <= groups[0].keys()
-    scores = [g["bias_score"] for g in groups]
-    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
-    for g in groups:  # the empirical p-value: (1 + draws at least as strong) / (1 + 20)
-        assert g["p_fp_flip"] * 21 == pytest.approx(round(g["p_fp_flip"] * 21)) and 1 / 21 - 1e-12 <= g["p_fp_flip"] <= 1.0
-        if g["fp_flip"] <= g["random_fp_flip_mean"]:
-            assert g["p_fp_flip"] > 0.05  # the group flips no more than the random average: some draw did as well
-        if g["p_fp_flip"] > 0.05:
-            assert g["bias_score"] == 0.0
+    assert doc[0]["class"]["index"] == predicted and doc[0]["n_fp"] >= 2
+    assert doc[0]["test"]["fdr"] == "Benjamini-Hochberg" and doc[0]["test"]["n_tests"] == len(groups)
+    assert doc[0]["verdict"] in ("false positives explained; spuriousness unknown", "no group explains the false positives")
+    assert {"layer", "neurons", "bias_score", "fp_metric", "fp_flip", "p_fp_flip", "q_value", "verdict", "collateral_tp", "confusers"} <= groups[0].keys()
+    for g in groups:
+        assert 0.0 <= g["bias_score"] <= 1.0
+        assert 1 / 201 - 1e-12 <= g["p_fp_flip"] <= 1.0 and g["q_value"] >= g["p_fp_flip"] - 1e-12
+        assert g["causes_fp"] == (g["q_value"] <= 0.05)
+        assert g["verdict"] == ("causes false positives; spuriousness unknown" if g["causes_fp"] else "not significant")  # no labels
+        if g["fp_flip"] == 0:
+            assert g["p_fp_flip"] == 1.0 and g["bias_score"] == 0.0
+    keys = [(not g["causes_fp"], -g["bias_score"], g["p_fp_flip"]) for g in groups]
+    assert keys == sorted(keys)
     records, _, _ = graph.driver.execute_query(
-        "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_rank IS NOT NULL RETURN g.bias_rank AS r, g.bias_score AS s ORDER BY r",
+        "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_rank IS NOT NULL RETURN g.bias_rank AS r, g.bias_score AS s, g.q_value AS q, g.verdict AS v ORDER BY r",
         parameters_={"cls": f"{graph_model(graph)}/c{predicted}"},
         database_=graph.database,
     )
     assert [r["r"] for r in records] == list(range(1, len(groups) + 1))
-    assert [r["s"] for r in records] == pytest.approx(scores)
+    assert [r["s"] for r in records] == pytest.approx([g["bias_score"] for g in groups])
+    assert [r["q"] for r in records] == pytest.approx([g["q_value"] for g in groups])
+    assert [r["v"] for r in records] == [g["verdict"] for g in groups]
     records, _, _ = graph.driver.execute_query("MATCH (:NeuronGroup)-[d:DROPS]->(:Image) RETURN count(d) AS n", database_=graph.database)
     assert records[0]["n"] == sum(len(g["top_images"]) for g in groups)
+    records, _, _ = graph.driver.execute_query("MATCH (c:Class {index: $i}) RETURN c.debug_verdict AS v, c.debug_n_tests AS m", parameters_={"i": predicted}, database_=graph.database)
+    assert records[0]["v"] == doc[0]["verdict"] and records[0]["m"] == len(groups)
 
 
 def graph_model(conn) -> str:
@@ -77,11 +84,20 @@ def graph_model(conn) -> str:
     return records[0]["uid"]
 
 
-def test_class_without_false_positives(image_folder: Path, artifacts: Path, predicted: int) -> None:
-    other = (predicted + 1) % 3
-    result = _debug(None, image_folder, artifacts, "--classes", str(other))
-    assert result.exit_code == 2
-    assert "no false positives available" in result.output
+def test_too_few_false_positives_is_insufficient_evidence(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    """Below the evidence floor a class gets the verdict, in the table, the JSON and the graph,
+    and earlier evidence of its groups is cleared."""
+    load(graph.driver, graph.database, find_artifacts([artifacts]), log=lambda _: None)
+    assert _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "2", "--draws", "5", "--max-draws", "20").exit_code == 0
+    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "1000")
+    assert result.exit_code == 0, result.output
+    assert "insufficient evidence" in result.output and "fewer than 1000 false positives" in result.output
+    doc = json.loads(_debug(None, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "1000", "--format", "json").output)
+    assert doc[0]["verdict"] == "insufficient evidence" and doc[0]["groups"] == [] and doc[0]["n_fp"] < 1000
+    records, _, _ = graph.driver.execute_query(
+        "MATCH (c:Class {index: $i}) OPTIONAL MATCH (c)-[:HAS_GROUP]->(g:NeuronGroup) WHERE g.bias_score IS NOT NULL "
+        "RETURN c.debug_verdict AS v, count(g) AS scored", parameters_={"i": predicted}, database_=graph.database)
+    assert records[0]["v"] == "insufficient evidence" and records[0]["scored"] == 0
 
 
 def test_class_not_in_the_graph(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
@@ -91,23 +107,64 @@ def test_class_not_in_the_graph(graph, image_folder: Path, artifacts: Path, pred
 
 
 def test_a_bad_class_in_a_list_writes_nothing(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
-    """The first class is fine, the second has no false positives: the command fails before
-    writing the first class's evidence."""
-    load(graph.driver, graph.database, find_artifacts([artifacts]), log=lambda _: None)
+    """The first class is loaded, the second is not: the command fails before writing the
+    first class's evidence."""
+    dirs = find_artifacts([artifacts])
+    load(graph.driver, graph.database, [d for d in dirs if d.name.startswith(f"{predicted:04d}-")], log=lambda _: None)
     other = (predicted + 1) % 3
-    result = _debug(graph, image_folder, artifacts, "--classes", f"{predicted},{other}")
+    result = _debug(graph, image_folder, artifacts, "--classes", f"{predicted},{other}", "--min-fp", "2")
     assert result.exit_code == 2
-    assert "no false positives available" in result.output
+    assert "has no ingested circuit in the graph" in result.output
     records, _, _ = graph.driver.execute_query(
         "MATCH (g:NeuronGroup) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", database_=graph.database
     )
     assert records[0]["n"] == 0
-    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted))  # the good class alone is written
+    result = _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "2", "--draws", "5", "--max-draws", "20")  # the good class alone is written
     assert result.exit_code == 0, result.output
     records, _, _ = graph.driver.execute_query(
         "MATCH (g:NeuronGroup) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", database_=graph.database
     )
     assert records[0]["n"] > 0
+
+
+def test_database_going_down_during_debug_gives_the_project_message(image_folder: Path, artifacts: Path, predicted: int, monkeypatch) -> None:
+    """The database disappears between the checks and the write: exit 4 with a message, no traceback."""
+    import neo4j
+
+    class Gone:
+        def __init__(self, *a, **k) -> None:
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+        def execute_write(self, work):
+            raise neo4j.exceptions.ServiceUnavailable("connection refused")
+
+    conn = type("Conn", (), {"driver": type("D", (), {"session": lambda self, **k: Gone()})(), "database": "x"})()
+    monkeypatch.setattr(debugging, "_class_loaded", lambda *a: True)
+    from neurflow.ingest import cli_debug
+
+    monkeypatch.setattr(cli_debug, "connect_from_options", lambda *a: _Ctx(conn))
+    result = CliRunner().invoke(main, ["debug", "--model", TINY, "--data", str(image_folder), "--out", str(artifacts), "--input-size", "32",
+                                       "--device", "cpu", "--quiet", "--classes", str(predicted), "--min-fp", "2", "--draws", "5", "--max-draws", "20"])
+    assert result.exit_code == 4, result.output
+    assert "became unreachable while writing the debug evidence" in result.output
+    assert "Traceback" not in result.output
+
+
+class _Ctx:
+    def __init__(self, conn) -> None:
+        self.conn = conn
+
+    def __enter__(self):
+        return self.conn
+
+    def __exit__(self, *exc) -> None:
+        return None
 
 
 def test_other_weights_are_refused(tmp_path: Path, image_folder: Path, artifacts: Path, predicted: int) -> None:
@@ -142,7 +199,7 @@ def test_evidence_write_is_all_or_nothing(graph, artifacts: Path, monkeypatch) -
     monkeypatch.setattr(debugging, "DEBUG_WRITES", failing)
     rows["images"] = [{"x": 1}]
     result = debugging.ClassDebug(0, 1, 1, 0, ())
-    with pytest.raises(DatabaseError):
+    with pytest.raises(DatabaseError, match="writing the debug evidence failed"):
         debugging.write_debug(graph.driver, graph.database, cls, rows, result)
     records, _, _ = graph.driver.execute_query(
         "MATCH (g:NeuronGroup {class: $cls}) WHERE g.bias_score IS NOT NULL RETURN count(g) AS n", parameters_={"cls": cls}, database_=graph.database
