@@ -154,12 +154,12 @@ def load_model(
 
         if demo_root is None:
             raise InputError("the demo model needs a demo root directory")
-        module = demo_model.build_model()
         state = demo_root / "model.pt"
         if weights is None:
             if not state.is_file():
                 raise InputError(f"the demo model is not trained yet ({state} is missing); run 'neurflow demo' or 'make demo'")
             weights = str(state)
+        module = demo_model.build_model(demo_model.num_classes_of(Path(weights)) if Path(weights).is_file() else 5)
         layers = tuple(demo_model.DEMO_LAYERS)
         pre_mean, pre_std = tuple(demo_model.DEMO_MEAN), tuple(demo_model.DEMO_STD)
         pre_size = pre_resize = 64

@@ -50,6 +50,7 @@ __all__ = [
     "DemoCNN",
     "TrainResult",
     "build_model",
+    "num_classes_of",
     "ensure_demo",
     "load_split_tensors",
     "measure_planted_bias",
@@ -106,6 +107,14 @@ def _block(cin: int, cout: int, *, pool: bool) -> nn.Sequential:
     if pool:
         layers["pool"] = nn.MaxPool2d(2)
     return nn.Sequential(layers)
+
+
+def num_classes_of(weights: Path) -> int:
+    """The number of classes of a saved demo state_dict (its ``fc`` rows)."""
+    try:
+        return int(torch.load(weights, map_location="cpu", weights_only=True)["fc.weight"].shape[0])
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise InputError(f"'{weights}' is not a demo model state_dict ({type(exc).__name__})") from None
 
 
 def build_model(num_classes: int = 5) -> DemoCNN:
@@ -264,7 +273,17 @@ def train_demo_model(
     return TrainResult(model, accuracy, per_class, seconds, False, dict(bias.rate_by_background))
 
 
-def ensure_demo(root: Path, quiet: bool = False, bias: PlantedBias | None = None) -> tuple[WorldInfo, TrainResult]:
+def ensure_demo(
+    root: Path,
+    quiet: bool = False,
+    bias: PlantedBias | None = None,
+    *,
+    world_seed: int = 0,
+    lookalikes: bool = False,
+    n_train: int = 400,
+    n_val: int = 100,
+    epochs: int = DEFAULT_EPOCHS,
+) -> tuple[WorldInfo, TrainResult]:
     """Generate (or reuse) the demo world under ``root/world`` and train (or reuse) ``root/model.pt``.
 
     Args:
@@ -272,15 +291,17 @@ def ensure_demo(root: Path, quiet: bool = False, bias: PlantedBias | None = None
         quiet: no progress bar.
         bias: the world's planted correlation (default: bee on flowers; ``UNBIASED`` for
             the debugger's negative control).
+        world_seed / lookalikes / n_train / n_val: the world (:func:`generate_world`).
+        epochs: training passes.
 
     Returns:
-        ``(world, result)``: the world (400 training and 100 validation images per class,
-        seed 0) and the model trained on it with seed 0 and :data:`DEFAULT_EPOCHS` epochs
-        (``root/model.pt`` plus its sidecar ``root/model.json``).
+        ``(world, result)``: the world (by default 400 training and 100 validation images
+        per class, seed 0) and the model trained on it with seed 0 (``root/model.pt`` plus
+        its sidecar ``root/model.json``).
     """
     root = Path(root)
-    world = generate_world(root / "world", bias=bias)
-    return world, train_demo_model(world.root, root / "model.pt", quiet=quiet)
+    world = generate_world(root / "world", seed=world_seed, n_train=n_train, n_val=n_val, bias=bias, lookalikes=lookalikes)
+    return world, train_demo_model(world.root, root / "model.pt", epochs=epochs, quiet=quiet)
 
 
 # ----------------------------------------------------------------------------- internals
@@ -298,7 +319,7 @@ def _cache_key(world: WorldInfo, seed: int, epochs: int) -> dict[str, object]:
         "std": list(DEMO_STD),
         "world": {
             "version": world.version, "seed": world.seed, "n_train": world.n_train, "n_val": world.n_val,
-            "bias": asdict(world.bias),
+            "bias": asdict(world.bias), "classes": list(world.classes),
         },
     }
 

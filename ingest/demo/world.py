@@ -62,6 +62,7 @@ __all__ = [
     "BACKGROUNDS",
     "CLASSES",
     "CONCEPTS",
+    "LOOKALIKES",
     "SPLITS",
     "WORLD_VERSION",
     "UNBIASED",
@@ -75,6 +76,7 @@ __all__ = [
     "list_images",
     "load_world",
     "swap_background",
+    "world_classes",
 ]
 
 #: Bumped whenever drawing changes, so that a cached world on disk is regenerated.
@@ -85,6 +87,10 @@ CLASSES: tuple[str, ...] = ("bee", "fish", "kite", "ladybug", "leaf")
 BACKGROUNDS: tuple[str, ...] = ("flowers", "grass", "sand", "sky", "water")
 #: The concept vocabulary: concept id = index. Each class's object concept has its name.
 CONCEPTS: tuple[str, ...] = CLASSES + BACKGROUNDS
+#: Look-alike classes added by ``generate_world(lookalikes=True)``: class -> the class it
+#: resembles. A hoverfly has a bee's striped body with its own head, eyes and wings, so a
+#: model confuses some of them for object reasons, not for a spurious context.
+LOOKALIKES: dict[str, str] = {"hoverfly": "bee"}
 SPLITS: tuple[str, ...] = ("train", "val")
 
 _SPLIT_KEY = {"train": 0, "val": 1}
@@ -168,8 +174,13 @@ class WorldInfo:
 # ----------------------------------------------------------------------------- public API
 
 
+def world_classes(lookalikes: bool = False) -> tuple[str, ...]:
+    """The classes of a world, sorted (index = ImageFolder class index = model output)."""
+    return tuple(sorted(CLASSES + (tuple(LOOKALIKES) if lookalikes else ())))
+
+
 def generate_world(
-    root: Path, seed: int = 0, n_train: int = 400, n_val: int = 100, bias: PlantedBias | None = None
+    root: Path, seed: int = 0, n_train: int = 400, n_val: int = 100, bias: PlantedBias | None = None, lookalikes: bool = False
 ) -> WorldInfo:
     """Write the demo world under ``root``, or reuse it if it is already there.
 
@@ -186,6 +197,8 @@ def generate_world(
         bias: the planted correlation (default :class:`PlantedBias`: bee on flowers in 90%
             of its training images). ``UNBIASED`` puts every class on every background
             equally often: the negative control of the bias debugger.
+        lookalikes: add the :data:`LOOKALIKES` classes (a ``hoverfly`` that resembles
+            ``bee``); concept ids are then the world's classes followed by the backgrounds.
 
     Returns:
         The world's :class:`WorldInfo`.
@@ -198,7 +211,9 @@ def generate_world(
             raise InputError(f"{name} must be a positive integer (images per class), got {value!r}")
     root = Path(root).absolute()
     bias = bias if bias is not None else PlantedBias()
-    if _is_current(root, seed, n_train, n_val, bias):
+    classes = world_classes(lookalikes)
+    concepts = classes + BACKGROUNDS
+    if _is_current(root, seed, n_train, n_val, bias, classes):
         return load_world(root)
 
     for stale in (root / _META, *(root / s for s in SPLITS), *(root / f"concepts_{s}.npz" for s in SPLITS)):
@@ -215,14 +230,14 @@ def generate_world(
         maps: dict[str, np.ndarray] = {}
         counts[split] = {}
         background_counts[split] = {}
-        for ci, cls in enumerate(CLASSES):
+        for ci, cls in enumerate(classes):
             n = sizes[split]
             backgrounds = _assign_backgrounds(n, _background_probs(split, cls, bias), seed, split, ci)
             folder = root / split / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i, bg in enumerate(backgrounds):
                 rng = np.random.default_rng([seed, _SPLIT_KEY[split], ci, i])
-                image, cmap = _draw_image(rng, cls, BACKGROUNDS[bg])
+                image, cmap = _draw_image(rng, cls, BACKGROUNDS[bg], concepts)
                 rel = f"{split}/{cls}/{i:05d}.png"
                 Image.fromarray(image).save(root / rel, format="PNG", compress_level=1)
                 maps[rel] = cmap
@@ -238,9 +253,9 @@ def generate_world(
         "image_size": IMAGE_SIZE,
         "n_train": n_train,
         "n_val": n_val,
-        "classes": list(CLASSES),
-        "concepts": {str(i): name for i, name in enumerate(CONCEPTS)},
-        "object_concepts": {cls: cls for cls in CLASSES},
+        "classes": list(classes),
+        "concepts": {str(i): name for i, name in enumerate(concepts)},
+        "object_concepts": {cls: cls for cls in classes},
         "background_concepts": list(BACKGROUNDS),
         "planted_bias": _bias_doc(bias),
         "counts": counts,
@@ -429,7 +444,7 @@ def _rel_key(world: WorldInfo, rel_path: str | os.PathLike[str]) -> str:
     return PurePosixPath(*path.parts).as_posix()
 
 
-def _is_current(root: Path, seed: int, n_train: int, n_val: int, bias: PlantedBias) -> bool:
+def _is_current(root: Path, seed: int, n_train: int, n_val: int, bias: PlantedBias, classes: tuple[str, ...]) -> bool:
     try:
         meta = json.loads((root / _META).read_text())
     except (OSError, ValueError):
@@ -441,6 +456,7 @@ def _is_current(root: Path, seed: int, n_train: int, n_val: int, bias: PlantedBi
         and meta.get("n_val") == n_val
         and meta.get("image_size") == IMAGE_SIZE
         and meta.get("planted_bias") == _bias_doc(bias)
+        and meta.get("classes") == list(classes)
     )
     return same and all((root / f"concepts_{s}.npz").is_file() for s in SPLITS)
 
@@ -665,8 +681,26 @@ def _obj_leaf(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.nd
     return blade | stem
 
 
+def _obj_hoverfly(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A bee look-alike: the same striped body, a broad head with large red-brown eyes, and
+    one pair of long wings swept back at an angle."""
+    wings = (((u + 0.15 - 0.55 * np.abs(v)) / 0.30) ** 2 + ((np.abs(v) - 0.62) / 0.32) ** 2) < 1
+    body = (u / 0.95) ** 2 + (v / 0.42) ** 2 < 1
+    head = ((u - 0.98) / 0.26) ** 2 + (v / 0.42) ** 2 < 1
+    eyes = head & (np.abs(v) > 0.12)
+    _paint(img, wings & ~body, _jitter(rng, (0.85, 0.90, 0.96)), alpha=0.6)
+    stripes = np.sin(2 * np.pi * u * 1.6 + rng.uniform(-0.4, 0.4)) > 0.0
+    dark = _jitter(rng, (0.08, 0.06, 0.04))
+    _paint(img, body & ~stripes, _jitter(rng, (0.96, 0.80, 0.10)))
+    _paint(img, body & stripes, dark)
+    _paint(img, head & ~eyes, dark)
+    _paint(img, eyes, _jitter(rng, (0.62, 0.18, 0.10)))
+    return wings | body | head
+
+
 _OBJECT_DRAW: dict[str, Callable[..., np.ndarray]] = {
     "bee": _obj_bee,
+    "hoverfly": _obj_hoverfly,
     "fish": _obj_fish,
     "kite": _obj_kite,
     "ladybug": _obj_ladybug,
@@ -684,8 +718,8 @@ _CLEAR_OPACITY = (0.85, 1.0)
 _CLEAR_SCALE = (9.0, 19.0)
 
 
-def _draw_image(rng: np.random.Generator, cls: str, background: str) -> tuple[np.ndarray, np.ndarray]:
-    """One image and its concept map: uint8 (H, W, 3) and uint8 (H, W)."""
+def _draw_image(rng: np.random.Generator, cls: str, background: str, concepts: tuple[str, ...] = CONCEPTS) -> tuple[np.ndarray, np.ndarray]:
+    """One image and its concept map: uint8 (H, W, 3) and uint8 (H, W) of ids into ``concepts``."""
     img = _BACKGROUND_DRAW[background](rng)
     faint = rng.random() < _FAINT_PROB
     scale = rng.uniform(*(_FAINT_SCALE if faint else _CLEAR_SCALE))
@@ -704,6 +738,6 @@ def _draw_image(rng: np.random.Generator, cls: str, background: str) -> tuple[np
     img[mask] = (1 - opacity) * img[mask] + opacity * np.clip(obj[mask] * brightness, 0, 1)
     img += rng.normal(0.0, rng.uniform(0.01, 0.05), img.shape).astype(np.float32)
     image = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    cmap = np.full((_S, _S), CONCEPTS.index(background), np.uint8)
-    cmap[mask] = CONCEPTS.index(cls)
+    cmap = np.full((_S, _S), concepts.index(background), np.uint8)
+    cmap[mask] = concepts.index(cls)
     return image, cmap

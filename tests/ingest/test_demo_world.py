@@ -216,6 +216,7 @@ def test_training_cache_is_reused_and_invalidated(tmp_path: Path, world: WorldIn
     assert sidecar["seed"] == 0 and sidecar["epochs"] == 1
     assert sidecar["world"] == {
         "version": world.version, "seed": world.seed, "n_train": N_TRAIN, "n_val": N_VAL, "bias": {"class_name": "bee", "concept": "flowers", "train_rate": 0.9, "other_rate": 0.05},
+        "classes": list(world.classes),
     }
     assert sidecar["val_accuracy"] == first.val_accuracy
     assert set(first.per_class_accuracy) == set(world.classes)
@@ -252,3 +253,33 @@ def test_unbiased_world_spreads_every_class_evenly_and_is_not_mistaken_for_the_b
     assert plain.bias == UNBIASED
     for cls in plain.classes:
         assert set(plain.background_counts["train"][cls].values()) == {2}  # 10 images over 5 backgrounds
+
+
+def test_lookalike_world_adds_a_hoverfly_with_a_bees_body(tmp_path: Path) -> None:
+    """``lookalikes=True`` adds ``hoverfly`` (sorted into the class list, its own concept id),
+    is not mistaken for the plain world, and draws a bee-like striped body."""
+    from neurflow.ingest.demo.world import BACKGROUNDS, LOOKALIKES, world_classes
+
+    plain = generate_world(tmp_path / "plain", seed=3, n_train=5, n_val=5)
+    look = generate_world(tmp_path / "look", seed=3, n_train=5, n_val=5, lookalikes=True)
+    assert LOOKALIKES == {"hoverfly": "bee"}
+    assert look.classes == world_classes(True) == ("bee", "fish", "hoverfly", "kite", "ladybug", "leaf")
+    assert plain.classes == world_classes(False)
+    assert look.concepts == look.classes + BACKGROUNDS and look.object_concepts["hoverfly"] == "hoverfly"
+    assert sorted(p.name for p in (look.root / "val").iterdir()) == list(look.classes)
+    again = generate_world(tmp_path / "look", seed=3, n_train=5, n_val=5)  # same folder, other classes: redrawn
+    assert again.classes == plain.classes
+
+    def colours(world, cls: str) -> np.ndarray:
+        """Mean RGB of the object's pixels over the class's val images."""
+        out = []
+        for i in range(5):
+            rel = f"val/{cls}/{i:05d}.png"
+            obj = concept_map(world, rel) == world.concept_id(cls)
+            out.append(np.asarray(Image.open(world.root / rel))[obj].mean(0))
+        return np.mean(out, 0)
+
+    look = generate_world(tmp_path / "look", seed=3, n_train=5, n_val=5, lookalikes=True)
+    bee, fly, kite = colours(look, "bee"), colours(look, "hoverfly"), colours(look, "kite")
+    print(f"object colours: bee {bee.round(1)}, hoverfly {fly.round(1)}, kite {kite.round(1)}")
+    assert np.abs(bee - fly).max() < np.abs(bee - kite).max()
