@@ -2,7 +2,8 @@
 
 Generates (or reuses) the procedural demo world and its small CNN, computes the circuits of
 every demo class, loads them into the graph (the embedded database unless ``--uri`` is
-given), builds the concept atlas, runs the bias debugger when it is available, and prints a
+given), builds the concept atlas, labels every neuron group from the world's per-pixel
+concept maps (the ``annotations`` labeller), runs the bias debugger when it is available, and prints a
 summary with example query results.
 """
 
@@ -73,6 +74,12 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         from .atlas_writer import link_artifacts
 
         link_artifacts(conn, [req.out], quiet=quiet)
+        # concept labels (neurflow label --labeller annotations): the world's per-pixel concept
+        # maps name every neuron group; stored beside the artifacts, so the debugger reads them
+        from .labelling import demo_annotations, label_classes, write_labels
+
+        label_classes(directories, demo_annotations(world.root), log=None if quiet else echo_err)
+        write_labels(conn, directories)
         if not skip_debug:
             try:
                 from .debugging import debug_classes  # the image debugger, when built
@@ -91,7 +98,9 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         click.echo("")
         click.echo("query trace_class --param class=bee --param limit=5 (strongest paths into the 'bee' logit):")
         for rec in _run_query(conn, "trace_class", **{"class": "bee", "limit": 5}):
-            click.echo(f"  #{rec['rank']} weight {rec['weight']:.4f}: " + " -> ".join(rec["groups"]))
+            named = [label or uid.rsplit("/", 2)[-2] + " " + uid.rsplit("/", 1)[-1] for label, uid in zip(rec["labels"], rec["groups"])]
+            click.echo(f"  #{rec['rank']} weight {rec['weight']:.4f}: " + " → ".join(named))
+        click.echo("  (labels by the annotations labeller; uids and relations: neurflow query trace_class -p class=bee --format json)")
         for name, title in (("biased_groups", "spurious groups, most specific first"), ("fp_causes", "every group that causes false positives")):
             rows = _run_query(conn, name, limit=3)
             if rows:

@@ -22,7 +22,10 @@ exemplar boxes, averaged over the exemplars. The label is the best concept; its 
 that share, with the runner-up. A group whose best concept covers less than
 :data:`MIXED_THRESHOLD` (half) of the pixels is *mixed*: labelled "best + runner-up", with
 ``part_of_class`` None. Otherwise ``part_of_class`` says whether the best concept is one of
-the class's own concepts. Relations are templated from the two labels and the edge weight.
+the class's own concepts. The root group (the logit layer's, depth 0) is the class output
+itself: it is labelled with the class name (score: the share of the class's own concepts,
+runner-up: the best other concept). Relations are templated from the two labels and the
+edge weight.
 """
 
 from __future__ import annotations
@@ -161,6 +164,12 @@ class AnnotationsLabeller:
             best, score = ranked[0]
             runner = ranked[1][0] if len(ranked) > 1 else None
             top = ", ".join(f"{k} {v:.0%}" for k, v in ranked[:3])
+            if g.depth == 0:  # the root group is the class's logit: named after the class
+                own_share = sum(v for k, v in shares.items() if k in own)
+                other = next((k for k, _ in ranked if k not in own), None)
+                text = f"the output (logit) of class {job.class_name}; exemplar pixels: {top}"
+                labels[(g.layer, g.index)] = GroupLabel(g.layer, g.index, job.class_name, text, round(float(own_share), 4), other, True, self.source, stamp)
+                continue
             if score < self.threshold and runner is not None:
                 label, part = f"{best} + {runner}", None
                 text = f"mixed: no concept covers {self.threshold:.0%} of its exemplar pixels ({top})"
