@@ -6,7 +6,8 @@
 // group -> parent group one layer up; share = |W| / sum of |W| into the same parent),
 // so that a picture of the layered DAG can be drawn, logit layer on top. `props` holds
 // every property of the NeuronGroup node (bias evidence after `neurflow debug`, and any
-// property later writers add, such as a label), so readers need no change when the
+// property later writers add, such as a label) and `class_props` every property of the
+// Class node (debug verdicts, evaluation results), so readers need no change when the
 // schema grows. Rows: by depth (0 = the root group of the logit layer), then index.
 //
 // Parameters:
@@ -32,6 +33,7 @@
 //   channels list<int>: its neurons' channels, ascending
 //   outgoing list<map>: {group, weight, abs_weight, share} per FLOWS_TO to a parent group, largest share first
 //   props map: every property of the NeuronGroup node
+//   class_props map: every property of the Class node (debug and evaluation status, as their writers add them)
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
 WHERE toString($class) IN [c.uid, c.name, toString(c.index)]
   AND ($model IS NULL OR $model IN [m.uid, m.name])
@@ -56,5 +58,6 @@ RETURN c.uid AS class,
          ORDER BY r.share DESC, parent.uid
          RETURN {group: parent.uid, weight: r.weight, abs_weight: r.abs_weight, share: r.share}
        } AS outgoing,
-       properties(g) AS props
+       properties(g) AS props,
+       properties(c) AS class_props
 ORDER BY class, depth, index

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 __all__ = ["NodeBox", "EdgePath", "Layout", "layout_circuit", "strongest_paths", "NODE_W", "NODE_H"]
 
-NODE_W = 92  # px: a 2x2 grid of 40 px thumbnails plus padding
+NODE_W = 100  # px: a 2x2 grid of 38 px thumbnails, padding, room for the caption
 NODE_H = 112  # px: caption + grid
-GAP_X = 22
-GAP_Y = 74
+GAP_X = 18
+GAP_Y = 64
 MARGIN = 24
+GUTTER = 56  # px left of the rows, for the layer names
 LOGIT_H = 34
 MAX_WIDTH = 14.0  # px: the stroke of an edge with share 1
 
@@ -142,7 +143,7 @@ def layout_circuit(groups: Sequence[dict], *, n_paths: int = 3) -> Layout:
             rows[d].sort(key=lambda u: (bary(u), pos[u]))
             place(d)
 
-    width = 2 * MARGIN + widest * NODE_W + (widest - 1) * GAP_X
+    width = GUTTER + 2 * MARGIN + widest * NODE_W + (widest - 1) * GAP_X
     top = MARGIN + LOGIT_H + GAP_Y
     paths = strongest_paths(groups, n_paths)
     on_nodes = {u for _w, p in paths for u in p}
@@ -153,7 +154,7 @@ def layout_circuit(groups: Sequence[dict], *, n_paths: int = 3) -> Layout:
     for row_i, d in enumerate(depths):
         n = len(rows[d])
         row_w = n * NODE_W + (n - 1) * GAP_X
-        x0 = (width - row_w) / 2
+        x0 = GUTTER + (width - GUTTER - row_w) / 2
         y = top + row_i * (NODE_H + GAP_Y)
         layer_y.append(y)
         for i, uid in enumerate(rows[d]):
@@ -180,11 +181,12 @@ def layout_circuit(groups: Sequence[dict], *, n_paths: int = 3) -> Layout:
 
     root = next((boxes[u] for u in rows[depths[0]]), None)
     lw = max(NODE_W, 140)
-    logit = ((width - lw) / 2, MARGIN, lw, LOGIT_H)
+    centre = GUTTER + (width - GUTTER) / 2
+    logit = (centre - lw / 2, MARGIN, lw, LOGIT_H)
     logit_edge = ""
     if root is not None:
         x = root.x + root.w / 2
-        logit_edge = f"M{x:.1f},{root.y:.1f} L{width / 2:.1f},{MARGIN + LOGIT_H:.1f}"
+        logit_edge = f"M{x:.1f},{root.y:.1f} L{centre:.1f},{MARGIN + LOGIT_H:.1f}"
     return Layout(width=width, height=height, nodes=list(boxes.values()), edges=edges, logit=logit, logit_edge=logit_edge,
                   paths=paths, layers=[layer_of[d] for d in depths], layer_y=layer_y)
 

@@ -139,6 +139,7 @@ def circuit_view(run: Runner, cls: str, *, n_paths: int = 3) -> dict:
             "label": _label(r, props),
             "exemplars": (ex.get(box.group) or {}).get("exemplars", []),
             "biased": bool(props.get("biased")),
+            "verdict": props.get("verdict"),
             "bias_score": props.get("bias_score"),
         })
     first = rows[0]
@@ -155,6 +156,7 @@ def circuit_view(run: Runner, cls: str, *, n_paths: int = 3) -> dict:
         "others": others,
         "n_groups": len(rows),
         "evaluation": evaluation_of(run, first["class"]),
+        "status": {k: v for k, v in sorted((first.get("class_props") or {}).items()) if k.startswith(("debug", "bias_")) and v is not None},
     }
 
 
