@@ -54,7 +54,7 @@ DEBUG_WRITES: tuple[tuple[str, str], ...] = (
     (
         "class",
         "MATCH (c:Class {uid: $cls}) SET c.debugged_at = $at, c.debug_n_tp = $n_tp, c.debug_n_fp = $n_fp, c.debug_verdict = $verdict, "
-        "c.debug_min_fp = $min_fp, c.debug_alpha = $alpha, c.debug_fdr_scope = $scope, c.debug_n_tests = $n_tests",
+        "c.debug_min_fp = $min_fp, c.debug_alpha = $alpha, c.debug_fdr_scope = $scope, c.debug_n_tests = $n_tests",  # CLASS_DEBUG_PROPS
     ),
 )
 

@@ -91,9 +91,16 @@ WRITES: dict[str, str] = {
     "run": "UNWIND $rows AS r MATCH (c:Class {uid: r.cls}) MERGE (run:Run {uid: r.uid}) SET run += r.props MERGE (c)-[:BUILT_BY]->(run)",
 }
 
+#: Class properties `neurflow debug` owns: a reload (a possibly recomputed circuit) clears them
+#: with the groups they describe.
+CLASS_DEBUG_PROPS: tuple[str, ...] = (
+    "debugged_at", "debug_n_tp", "debug_n_fp", "debug_verdict", "debug_min_fp", "debug_alpha", "debug_fdr_scope", "debug_n_tests", "bias_threshold",
+)
+
 # Delete what one class owns (parameter: $cls). Neurons, layers and the model are shared.
 CLASS_CLEANUP: tuple[str, ...] = (
     "MATCH (c:Class {uid: $cls}) SET c.complete = false",
+    "MATCH (c:Class {uid: $cls}) REMOVE " + ", ".join(f"c.{p}" for p in CLASS_DEBUG_PROPS),
     "MATCH (s:SemanticGroup {class: $cls}) DETACH DELETE s",
     "MATCH (g:NeuronGroup {class: $cls}) DETACH DELETE g",
     "MATCH (p:Patch {class: $cls}) DETACH DELETE p",

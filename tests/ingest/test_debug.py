@@ -234,3 +234,26 @@ def test_table_names_groups_with_the_same_neurons() -> None:
 
     groups = [G(layer="b4", channels=(5, 16, 28)), G(layer="b3", channels=(28, 16, 5)), G(layer="b4", channels=(28, 5, 16)), G(layer="b4", channels=tuple(range(10)))]
     assert neuron_cells(groups) == ["[5, 16, 28]", "[28, 16, 5]", "same neurons as rank 1", "[0, 1, 2, 3, 4, 5, 6, 7] +2 more"]
+
+
+def test_debug_state_is_declared_once_and_cleared_by_a_reload(graph, image_folder: Path, artifacts: Path, predicted: int) -> None:
+    """What debug writes on Class is exactly CLASS_DEBUG_PROPS (bar the legacy one), and
+    reloading the class (a possibly recomputed circuit) leaves no stale verdict."""
+    import re
+
+    from neurflow.ingest.graph_writer import CLASS_DEBUG_PROPS
+
+    statement = dict(debugging.DEBUG_WRITES)["class"]
+    assert set(re.findall(r"c\.(\w+) = \$", statement)) == set(CLASS_DEBUG_PROPS) - {"bias_threshold"}
+    assert set(re.findall(r"g\.(\w+)", dict(debugging.DEBUG_WRITES)["reset"])) == set(debugging.GROUP_PROPS)
+    mine = [d for d in find_artifacts([artifacts]) if d.name.startswith(f"{predicted:04d}-")]
+    load(graph.driver, graph.database, mine, log=lambda _: None)
+    assert _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "2", "--draws", "5", "--max-draws", "20").exit_code == 0
+    query = ("MATCH (c:Class {index: $i}) OPTIONAL MATCH (c)-[:HAS_GROUP]->(g:NeuronGroup) WHERE g.verdict IS NOT NULL "
+             "RETURN c.debug_verdict AS v, c.debugged_at AS at, count(g) AS n")
+    before = graph.driver.execute_query(query, parameters_={"i": predicted}, database_=graph.database).records[0]
+    assert before["v"] is not None and before["at"] is not None and before["n"] > 0
+    load(graph.driver, graph.database, mine, log=lambda _: None)  # load always replaces the class's subgraph
+    after = graph.driver.execute_query(query, parameters_={"i": predicted}, database_=graph.database).records[0]
+    assert (after["v"], after["at"], after["n"]) == (None, None, 0)
+
