@@ -164,11 +164,11 @@ class AnnotationsLabeller:
             best, score = ranked[0]
             runner = ranked[1][0] if len(ranked) > 1 else None
             top = ", ".join(f"{k} {v:.0%}" for k, v in ranked[:3])
+            own_share = round(float(sum(v for k, v in shares.items() if k in own)), 4)
             if g.depth == 0:  # the root group is the class's logit: named after the class
-                own_share = sum(v for k, v in shares.items() if k in own)
                 other = next((k for k, _ in ranked if k not in own), None)
                 text = f"the output (logit) of class {job.class_name}; exemplar pixels: {top}"
-                labels[(g.layer, g.index)] = GroupLabel(g.layer, g.index, job.class_name, text, round(float(own_share), 4), other, True, self.source, stamp)
+                labels[(g.layer, g.index)] = GroupLabel(g.layer, g.index, job.class_name, text, own_share, other, True, self.source, stamp, own_share)
                 continue
             if score < self.threshold and runner is not None:
                 label, part = f"{best} + {runner}", None
@@ -176,7 +176,7 @@ class AnnotationsLabeller:
             else:
                 label, part = best, best in own
                 text = f"{best} ({'part of' if part else 'not part of'} {job.class_name}); exemplar pixels: {top}"
-            labels[(g.layer, g.index)] = GroupLabel(g.layer, g.index, label, text, round(float(score), 4), runner, part, self.source, stamp)
+            labels[(g.layer, g.index)] = GroupLabel(g.layer, g.index, label, text, round(float(score), 4), runner, part, self.source, stamp, own_share)
         relations: dict[tuple[str, int, str, int], RelationLabel] = {}
         for (cl, ci, pl, pi), (w, share) in job.edges.items():
             if (cl, ci) in labels and (pl, pi) in labels:

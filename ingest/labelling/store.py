@@ -57,6 +57,8 @@ class GroupLabel:
             the annotations labeller's "mixed" groups).
         source: who labelled it: ``annotations`` or ``openai:<model>:<prompt version>``.
         labelled_at: UTC time, ``YYYY-MM-DDTHH:MM:SSZ``.
+        class_share: annotations only: the share of the exemplar pixels that show the class's
+            own concepts (also for mixed groups, whose ``part_of_class`` is None); else None.
     """
 
     layer: str
@@ -68,6 +70,7 @@ class GroupLabel:
     part_of_class: bool | None
     source: str
     labelled_at: str
+    class_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ def read_class_labels(artifact_dir: Path) -> ClassLabels | None:
                 layer=str(g["layer"]), index=int(g["index"]), label=str(g["label"]), description=str(g["description"]),
                 score=None if g.get("score") is None else float(g["score"]), runner_up=g.get("runner_up"),
                 part_of_class=g.get("part_of_class"), source=str(g["source"]), labelled_at=str(g["labelled_at"]),
+                class_share=None if g.get("class_share") is None else float(g["class_share"]),
             )
             groups[(lab.layer, lab.index)] = lab
         relations = {}

@@ -85,6 +85,7 @@ def test_labels_agree_with_the_exemplar_pixel_majority(demo, labelled):
                 assert lab.label == name and lab.part_of_class is True
                 continue
             assert lab.score == pytest.approx(share, abs=1e-3)
+            assert lab.class_share == pytest.approx(dict(ranked)[world.object_concepts[name]], abs=1e-3)
             if share >= MIXED_THRESHOLD:
                 assert lab.label == best
                 assert lab.part_of_class == (best == world.object_concepts[name])
