@@ -135,7 +135,7 @@ def create_app(run: views.Runner, *, db_label: str, data_roots: Sequence[Path] =
             return Response("database error", status_code=502, media_type="text/plain")
         if pic is None:
             return Response("not found", status_code=404, media_type="text/plain")
-        return Response(pic.png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(pic.data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         if request.url.path.startswith(("/static/", "/img")):

@@ -6,8 +6,8 @@ is found with the ``media_files`` query: a patch's thumbnail PNG (written by
 folders given with ``--data``) or an Image node's path (``neurflow debug``: relative to a
 data folder, or absolute for ``--images``). A relative path that would leave its data
 folder (``..``, symlinks) is refused, and so is anything that is not a readable image
-(every answer is decoded and re-encoded by Pillow). Answers are PNG bytes, cached in a
-bounded in-memory LRU keyed by (uid, kind, size).
+(every answer is decoded and re-encoded by Pillow). Answers are PNG (or JPEG) bytes, cached
+in a bounded in-memory LRU keyed by (uid, kind, size, format).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from PIL import Image
 
 __all__ = ["MediaStore", "Picture", "SIZES", "IMAGE_SUFFIXES"]
 
-SIZES = (48, 96, 192, 320)
+SIZES = (48, 64, 96, 128, 192, 320)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 
 Runner = Callable[[str, dict], list]
@@ -32,10 +32,10 @@ Runner = Callable[[str, dict], list]
 
 @dataclass(frozen=True)
 class Picture:
-    """PNG bytes and the geometry a page needs to draw a box on them."""
+    """Encoded bytes and the geometry a page needs to draw a box on them."""
 
 
-    png: bytes
+    data: bytes
     width: int
     height: int
     base: tuple[int, int]  # size of the picture before resizing (a patch box's pixel frame for 'source')
@@ -53,7 +53,7 @@ class MediaStore:
     def __init__(self, run: Runner, data_roots: Sequence[Path] = (), cache_items: int = 2048) -> None:
         self._run = run
         self.data_roots = tuple(Path(r).resolve() for r in data_roots)
-        self._cache: OrderedDict[tuple[str, str, int], Picture | None] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, int, str], Picture | None] = OrderedDict()
         self._limit = cache_items
         self._lock = threading.Lock()
         self.hits = 0
@@ -87,7 +87,7 @@ class MediaStore:
 
     # ------------------------------------------------------------------ pictures
 
-    def picture(self, uid: str, kind: str, size: int, row: dict | None = None) -> Picture | None:
+    def picture(self, uid: str, kind: str, size: int, row: dict | None = None, fmt: str = "png") -> Picture | None:
         """The picture of a node, or None when the graph names no readable image for it.
 
         Args:
@@ -97,10 +97,12 @@ class MediaStore:
                 by its class's preprocessing, so the patch's box applies).
             size: the longest side in px (one of :data:`SIZES`).
             row: its ``media_files`` row, when the caller has it.
+            fmt: ``png`` (lossless, the explorer) or ``jpeg`` (quality 85, a third of the
+                bytes: the report, where every image is inlined).
         """
-        if size not in SIZES or kind not in ("thumb", "source"):
+        if size not in SIZES or kind not in ("thumb", "source") or fmt not in ("png", "jpeg"):
             return None
-        key = (uid, kind, size)
+        key = (uid, kind, size, fmt)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -109,35 +111,35 @@ class MediaStore:
         self.misses += 1
         if row is None:
             row = self.rows([uid]).get(uid)
-        pic = self._render(row, kind, size) if row is not None else None
+        pic = self._render(row, kind, size, fmt) if row is not None else None
         with self._lock:
             self._cache[key] = pic
             while len(self._cache) > self._limit:
                 self._cache.popitem(last=False)
         return pic
 
-    def _render(self, row: dict, kind: str, size: int) -> Picture | None:
+    def _render(self, row: dict, kind: str, size: int, fmt: str) -> Picture | None:
         try:
             if row["kind"] == "patch" and kind == "thumb":
                 thumb = row.get("thumbnail")
                 path = Path(thumb) if thumb and Path(thumb).suffix.lower() in IMAGE_SUFFIXES and Path(thumb).is_file() else None
                 if path is not None:
                     with Image.open(path) as im:
-                        return _png(im.convert("RGB"), size)
+                        return _encode(im.convert("RGB"), size, fmt)
                 # no thumbnail written: cut the box out of the source image
                 src = self._model_view(row)
                 if src is None:
                     return None
                 x0, y0, x1, y1 = (int(v) for v in row["box"])
-                return _png(src.crop((x0, y0, x1, y1)), size)
+                return _encode(src.crop((x0, y0, x1, y1)), size, fmt)
             if row["kind"] == "patch":
                 src = self._model_view(row)
-                return _png(src, size) if src is not None else None
+                return _encode(src, size, fmt) if src is not None else None
             path = self._source_path(row.get("image"))
             if path is None:
                 return None
             with Image.open(path) as im:
-                return _png(im.convert("RGB"), size)
+                return _encode(im.convert("RGB"), size, fmt)
         except (OSError, ValueError, TypeError, KeyError, Image.DecompressionBombError):
             return None
 
@@ -164,10 +166,13 @@ class MediaStore:
             return im.crop((left, top, left + size, top + size))
 
 
-def _png(im: Image.Image, size: int) -> Picture:
+def _encode(im: Image.Image, size: int, fmt: str) -> Picture:
     w, h = im.size
     scale = size / max(w, h)
     out = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST if scale >= 2 else Image.LANCZOS)
     buf = io.BytesIO()
-    out.save(buf, format="PNG", optimize=True)
+    if fmt == "jpeg":
+        out.save(buf, format="JPEG", quality=85, optimize=True)
+    else:
+        out.save(buf, format="PNG", optimize=True)
     return Picture(buf.getvalue(), out.size[0], out.size[1], (w, h))

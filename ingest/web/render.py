@@ -103,15 +103,19 @@ class ReportLinks:
     def biased(self) -> str | None:
         return "#biased"
 
+    # the explorer's sizes are for sharp pictures on dense screens; the report inlines
+    # every picture, so it takes the size the page displays, as JPEG
+    SIZE = {48: 48, 64: 64, 96: 64, 128: 128, 192: 128, 320: 192}
+
     def img(self, uid: str, kind: str = "thumb", size: int = 96) -> str | None:
-        key = (uid, kind, size)
+        key = (uid, kind, self.SIZE.get(size, size))
         if key not in self._uris:
-            pic = self.media.picture(uid, kind, size)
+            pic = self.media.picture(uid, kind, key[2], fmt="jpeg")
             if pic is None:
                 self.missing.append(f"{kind}:{uid}")
                 self._uris[key] = None
             else:
-                self._uris[key] = "data:image/png;base64," + base64.b64encode(pic.png).decode("ascii")
+                self._uris[key] = "data:image/jpeg;base64," + base64.b64encode(pic.data).decode("ascii")
         return self._uris[key]
 
     def static(self, name: str) -> str:
