@@ -229,3 +229,23 @@ def test_cli_report_and_its_errors(web_graph, tmp_path, monkeypatch):
     bad = CliRunner().invoke(main, ["report", "--classes", "zebra", "--out", str(tmp_path / "z.html"), *args])
     assert bad.exit_code != 0 and "class 'zebra' is not in the graph" in bad.output
     assert embedded_db.password() not in bad.output
+
+
+def test_labels_show_on_the_circuit_the_group_page_and_in_search(client, web_graph):
+    """A ``label`` property on a NeuronGroup (written by a labeller) is shown where the group is."""
+    from neurflow.ingest.graph_writer import run_write
+
+    g = web_graph.run("class_circuit", **{"class": "kite"})[1]["group"]
+    conn = web_graph.conn
+    run_write(conn.driver, conn.database, "MATCH (g:NeuronGroup {uid: $u}) SET g.label = 'red square corner', g.description = 'a red square'", u=g)
+    try:
+        page = client.get("/circuit", params={"class": "kite"}).text
+        assert page.count('<span class="label">red square corner</span>') == 1
+        assert "red square corner" in client.get("/group", params={"uid": g}).text
+        found = client.get("/search", params={"q": "square"})
+        from neurflow.queries import load_queries
+
+        if "find_concept" in load_queries():  # the labelling work's query: search labels through it
+            assert 'class="label-row"' in found.text and html.escape(f"/group?uid={quote(g, safe='')}") in found.text
+    finally:
+        run_write(conn.driver, conn.database, "MATCH (g:NeuronGroup {uid: $u}) REMOVE g.label, g.description", u=g)
