@@ -50,7 +50,8 @@ def atlas_rows(model: str, atlas: Atlas) -> dict[str, list[dict]]:
             {
                 "uid": concept_uid[(k.layer, k.index)],
                 "model": model,
-                "props": {"model": model, "layer": k.layer, "index": k.index, "size": k.size, "n_classes": len(k.classes), "classes": list(k.classes)},
+                "props": {"model": model, "layer": k.layer, "index": k.index, "size": k.size, "n_classes": len(k.classes), "classes": list(k.classes),
+                          "caption": f"{k.layer} k{k.index}"},
             }
             for k in atlas.concepts
         ],
@@ -77,15 +78,26 @@ def link_artifacts(conn, paths: Sequence[Path], *, quiet: bool = False, batch_si
         ``{model uid: {statement: rows}}``.
     """
     by_model = defaultdict(list)
+    dirs_of: dict[str, dict[int, Path]] = defaultdict(dict)
     for directory in find_artifacts(paths):
         circuit, _, _ = read_artifact(directory)
         by_model[model_uid(circuit.model_name, circuit.model_fingerprint)].append(circuit)
+        dirs_of[model_uid(circuit.model_name, circuit.model_fingerprint)][circuit.class_index] = directory
     ensure_schema(conn.driver, conn.database)
     written: dict[str, dict[str, int]] = {}
     for model, circuits in sorted(by_model.items()):
         latest = {c.class_index: c for c in circuits}  # one circuit per class
         atlas = build_atlas(list(latest.values()))
         rows = atlas_rows(model, atlas)
+        # concept labels (`neurflow label`) come back when made for this very set of artifacts
+        from .labelling.concepts import concept_rows, read_concept_labels
+
+        stored = {r["uid"]: r for r in concept_rows(read_concept_labels([dirs_of[model][i] for i in sorted(dirs_of[model])]))}
+        for r in rows["concept"]:
+            if r["uid"] in stored:
+                lab = stored[r["uid"]]
+                r["props"].update(label=lab["label"], description=lab["description"], label_score=lab["score"], label_source=lab["source"],
+                                  labelled_at=lab["labelled_at"], caption=lab["label"])
         for statement in ATLAS_CLEANUP:
             run_write(conn.driver, conn.database, statement, model=model)
         for name, query in ATLAS_WRITES.items():

@@ -78,8 +78,12 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         # maps name every neuron group; stored beside the artifacts, so the debugger reads them
         from .labelling import demo_annotations, label_classes, write_labels
 
-        label_classes(directories, demo_annotations(world.root), log=None if quiet else echo_err)
+        from .labelling.concepts import label_concepts, write_concept_labels_to_graph
+
+        annotations = demo_annotations(world.root)
+        label_classes(directories, annotations, log=None if quiet else echo_err)
         write_labels(conn, directories)
+        write_concept_labels_to_graph(conn, label_concepts([req.out], annotations, log=None if quiet else echo_err))
         if not skip_debug:
             try:
                 from .debugging import debug_classes  # the image debugger, when built

@@ -61,11 +61,12 @@ def select_artifacts(out: Path, classes: str) -> list[Path]:
 @click.option("--max-requests", type=int, default=None, help="openai: most requests this run sends (retries included).")
 @click.option("--dry-run", is_flag=True, help="openai: print how many requests the run would send, send nothing.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=None, help="openai: answer cache folder [default <NEURFLOW_HOME>/label-cache].")
+@click.option("--concepts/--no-concepts", default=True, show_default=True, help="Also label the concept atlas's Concepts (all artifacts of a model under --out make its atlas).")
 @click.option("--no-graph", is_flag=True, help="Only store the labels beside the artifacts; write nothing to the graph.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @db_options
 @handle_errors
-def label(classes, labeller, out, layers, force, annotations_dir, threshold, base_url, llm, api_key_env, timeout, retries, max_requests, dry_run, cache_dir, no_graph, fmt, uri, user, password, database) -> None:
+def label(classes, labeller, out, layers, force, annotations_dir, threshold, base_url, llm, api_key_env, timeout, retries, max_requests, dry_run, cache_dir, concepts, no_graph, fmt, uri, user, password, database) -> None:
     """Label the neuron groups of loaded classes and the FLOWS_TO relations between them.
 
     Labels are stored beside each artifact (labels.json, tied to the artifact's checksum),
@@ -94,17 +95,32 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
     dirs = select_artifacts(out, classes)
     if dry_run:
         counts = plan_requests(dirs, chosen, layers=layer_list, force=force)
+        if concepts and hasattr(chosen, "planned"):
+            from .labelling.concepts import label_concepts
+
+            chosen.planned = 0
+            label_concepts([out], chosen, force=force)
+            counts["atlas concepts"] = chosen.planned
         for name, n in counts.items():
             click.echo(f"{name}: {n} request(s)")
         click.echo(f"dry run: {sum(counts.values())} request(s) would be sent to {getattr(chosen, 'base_url', 'nobody')}; nothing sent")
         return
     outcomes = label_classes(dirs, chosen, layers=layer_list, force=force, log=echo_err)
+    concept_labels = {}
+    if concepts:
+        from .labelling.concepts import label_concepts
+
+        concept_labels = label_concepts([out], chosen, force=force, log=echo_err)
     sent = getattr(chosen, "sent", None)
     if sent is not None:
         echo_err(f"label: {sent} request(s) sent, {chosen.cache_hits} answer(s) from the cache")
     if not no_graph:
         with connect_from_options(uri, user, password, database) as conn:
             write_labels(conn, [o.directory for o in outcomes])
+            if concept_labels:
+                from .labelling.concepts import write_concept_labels_to_graph
+
+                write_concept_labels_to_graph(conn, concept_labels)
     if fmt == "json":
         click.echo(json.dumps([_outcome_json(o) for o in outcomes], indent=1))
         return

@@ -120,11 +120,15 @@ def read_annotations(root: Path) -> AnnotationSet:
 
 def group_concept_shares(annotations: AnnotationSet, job: ClassJob, image_ids, boxes) -> dict[str, float]:
     """Mean over the exemplar boxes of each concept's share of the labelled pixels."""
-    size = int(job.circuit.patches.image_size)
+    return _mean_shares(annotations, [(job, image_id, box) for image_id, box in zip(image_ids, boxes)])
+
+
+def _mean_shares(annotations: AnnotationSet, patches) -> dict[str, float]:
+    """``patches``: (job, image id, box) triples, possibly of several classes."""
     totals: dict[str, float] = {}
     n = 0
-    for image_id, (x0, y0, x1, y1) in zip(image_ids, boxes):
-        crop = annotations.label_map(image_id, job.preprocess, size)[y0:y1, x0:x1].ravel()
+    for job, image_id, (x0, y0, x1, y1) in patches:
+        crop = annotations.label_map(image_id, job.preprocess, int(job.circuit.patches.image_size))[y0:y1, x0:x1].ravel()
         crop = crop[~np.isin(crop, list(annotations.ignore))]
         if crop.size == 0:
             continue
@@ -182,6 +186,21 @@ class AnnotationsLabeller:
             if (cl, ci) in labels and (pl, pi) in labels:
                 relations[(cl, ci, pl, pi)] = template_relation(labels[(cl, ci)], labels[(pl, pi)], w, share, self.source)
         return labels, relations
+
+    def label_concept(self, jobs, view, class_names) -> GroupLabel:
+        """An atlas concept, from the exemplar patches of its closest semantic groups
+        (``jobs[i]`` is the class of patch ``i``); ``part_of_class`` is None (many classes)."""
+        shares = _mean_shares(self.annotations, list(zip(jobs, view.image_ids, view.boxes)))
+        ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))
+        used = f"used by {', '.join(class_names)}"
+        if not ranked:
+            return GroupLabel(view.layer, view.index, "unlabelled", f"no annotated pixels in its patches; {used}", None, None, None, self.source, now())
+        (best, score), runner = ranked[0], (ranked[1][0] if len(ranked) > 1 else None)
+        top = ", ".join(f"{k} {v:.0%}" for k, v in ranked[:3])
+        mixed = score < self.threshold and runner is not None
+        label = f"{best} + {runner}" if mixed else best
+        text = f"{'mixed: ' if mixed else ''}{used}; exemplar pixels: {top}"
+        return GroupLabel(view.layer, view.index, label, text, round(float(score), 4), runner, None, self.source, now())
 
 
 def _world_root(path: Path) -> Path:

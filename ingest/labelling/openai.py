@@ -54,7 +54,7 @@ from pathlib import Path
 from .base import ClassJob, GroupView, now, template_relation
 from .store import GroupLabel, RelationLabel
 
-__all__ = ["PROMPT_VERSION", "SYSTEM_PROMPT", "DESCRIBE_PROMPT", "RELATION_PROMPT", "OpenAILabeller", "default_cache_dir", "grid_image"]
+__all__ = ["PROMPT_VERSION", "SYSTEM_PROMPT", "DESCRIBE_PROMPT", "RELATION_PROMPT", "CONCEPT_PROMPT", "OpenAILabeller", "default_cache_dir", "grid_image"]
 
 PROMPT_VERSION = "v1"
 
@@ -82,6 +82,16 @@ RELATION_PROMPT = (
     'Upper group: "{parent_label}": {parent_description}\n'
     "Step 2: explain in one or two sentences how the lower concept contributes to the higher one.\n"
     'Answer with this JSON object: {{"relation": "<your explanation>"}}'
+)
+
+
+CONCEPT_PROMPT = (
+    "The image is a grid of {n} patches cut from images of the classes {classes}. They are examples of one concept that "
+    "layer '{layer}' of the classifier uses across these classes.\n"
+    "Step 1: describe the visual feature these patches have in common, ignoring what differs between them.\n"
+    "Answer with this JSON object:\n"
+    '{{"label": "<2 to 5 words naming the common feature>", "description": "<one or two sentences>", '
+    '"confidence": <a number from 0 to 1: how clearly the patches share this feature>}}'
 )
 
 
@@ -308,6 +318,15 @@ class OpenAILabeller:
         finally:
             self.dry_run = saved
         return self.planned
+
+    def label_concept(self, jobs, view: GroupView, class_names) -> GroupLabel | None:
+        """An atlas concept from a grid of its members' exemplar patches (None in a dry run)."""
+        n = sum(1 for p in view.thumbnails if p is not None)
+        text = CONCEPT_PROMPT.format(n=n, classes=", ".join(f"'{c}'" for c in class_names), layer=view.layer)
+        answer = self._ask(f"concept {view.layer} k{view.index}", "concept", text, [grid_image(view.thumbnails, self.columns)], _validate_describe)
+        if answer is None:
+            return None
+        return GroupLabel(view.layer, view.index, answer["label"], answer["description"], answer["confidence"], None, None, self.source, now())
 
     def _label(self, job: ClassJob):
         stamp = now()

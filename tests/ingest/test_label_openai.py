@@ -205,7 +205,7 @@ def test_malformed_json_is_a_clear_error_and_nothing_is_half_written(graph, serv
     server.plan = ["ok"] * n_first + ["malformed"]  # the first class is fine, the second's first answer is not
     out = class_dirs[0].parent.parent
     result = CliRunner().invoke(main, ["label", "--labeller", "openai", "--out", str(out), "--base-url", server.url, "--model", MODEL,
-                                       "--api-key-env", KEY_ENV, "--cache", str(tmp_path / "cache"), "--retries", "0"])
+                                       "--api-key-env", KEY_ENV, "--cache", str(tmp_path / "cache"), "--retries", "0", "--no-concepts"])
     assert result.exit_code == 5, result.output
     assert "malformed answer" in result.output and "beta" in result.output
     assert KEY not in result.output
@@ -268,7 +268,7 @@ def test_dry_run_and_request_cap(server, key, class_dirs, tmp_path):
     d = class_dirs[0]
     out = d.parent.parent
     base = ["label", "--labeller", "openai", "--out", str(out), "--classes", "alpha", "--base-url", server.url, "--model", MODEL,
-            "--api-key-env", KEY_ENV, "--cache", str(tmp_path / "cache"), "--no-graph"]
+            "--api-key-env", KEY_ENV, "--cache", str(tmp_path / "cache"), "--no-graph", "--no-concepts"]
     dry = CliRunner().invoke(main, [*base, "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert f"alpha: {_n_requests(d)} request(s)" in dry.output and server.requests == []
@@ -280,3 +280,26 @@ def test_dry_run_and_request_cap(server, key, class_dirs, tmp_path):
     assert read_class_labels(d) is not None
     dry_again = CliRunner().invoke(main, [*base, "--dry-run"])
     assert "alpha: 0 request(s)" in dry_again.output and len(server.requests) == _n_requests(d)
+
+
+def test_atlas_concepts_are_labelled_from_their_members_patches(server, key, class_dirs, tmp_path):
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+    from neurflow.ingest.labelling.concepts import read_concept_labels
+
+    out = class_dirs[0].parent.parent
+    base = ["label", "--labeller", "openai", "--out", str(out), "--classes", "alpha", "--base-url", server.url, "--model", MODEL,
+            "--api-key-env", KEY_ENV, "--cache", str(tmp_path / "cache"), "--no-graph"]
+    dry = CliRunner().invoke(main, [*base, "--dry-run"])
+    n_concepts = int(dry.stdout.split("atlas concepts: ")[1].split()[0])
+    assert dry.exit_code == 0 and n_concepts > 0 and server.requests == []
+    done = CliRunner().invoke(main, base)
+    assert done.exit_code == 0, done.output
+    concept_requests = [b for b in server.requests if "examples of one concept" in b["messages"][-1]["content"][0]["text"]]
+    assert len(concept_requests) == n_concepts and len(server.requests) == _n_requests(class_dirs[0]) + n_concepts
+    assert all(any(c["type"] == "image_url" for c in b["messages"][-1]["content"]) for b in concept_requests)
+    stored = read_concept_labels(class_dirs)
+    assert len(stored) == n_concepts and all(lab.label.startswith("feature ") and lab.part_of_class is None for lab in stored.values())
+    again = CliRunner().invoke(main, [*base, "--dry-run"])
+    assert "atlas concepts: 0 request(s)" in again.stdout

@@ -197,3 +197,28 @@ def test_label_command_does_not_import_torch_for_help():
     code = "import sys; from click.testing import CliRunner; from neurflow.ingest.cli import main; r = CliRunner().invoke(main, ['label', '--help']); assert r.exit_code == 0; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_concept_labels_are_restored_by_link_and_dropped_when_an_artifact_changes(graph, class_dirs, image_folder, tmp_path):
+    from neurflow.ingest.atlas_writer import link_artifacts
+    from neurflow.ingest.labelling.concepts import label_concepts, read_concept_labels
+    from neurflow.ingest.pipeline import load
+
+    ann = read_annotations(write_maps(tmp_path / "ann", image_folder, lambda n, i: np.where(np.arange(48) < 30, CONCEPTS.index(n), 1)[None, :].repeat(40, 0)))
+    out = class_dirs[0].parent.parent
+    (labels,) = label_concepts([out], AnnotationsLabeller(ann)).values()
+    assert labels and all(lab.part_of_class is None and "used by" in lab.description for lab in labels.values())
+    load(graph.driver, graph.database, class_dirs, log=lambda _m: None)
+    link_artifacts(graph, [out], quiet=True)
+
+    def concepts():
+        records, _, _ = graph.driver.execute_query("MATCH (k:Concept) RETURN k.uid AS uid, k.label AS label, k.caption AS caption", database_=graph.database)
+        return {r["uid"]: (r["label"], r["caption"]) for r in records}
+
+    assert concepts() == {uid: (lab.label, lab.label) for uid, lab in labels.items()}
+    doc = json.loads((class_dirs[1] / "circuit.json").read_text())
+    (class_dirs[1] / "circuit.json").write_text(json.dumps(doc, indent=3))  # another version of one artifact
+    assert read_concept_labels(class_dirs) == {}
+    link_artifacts(graph, [out], quiet=True)
+    after = concepts()
+    assert after and all(label is None and caption == uid.split("/", 1)[1].replace("/", " ") for uid, (label, caption) in after.items())

@@ -144,6 +144,21 @@ def test_find_concept_finds_the_planted_background_across_classes(graph, demo, l
     assert found == expected
     assert BIASED in by_class and len(by_class) >= 3
 
+    # atlas concepts: labelled from their members' patches, restored by `neurflow link`
+    from neurflow.ingest.atlas_writer import link_artifacts
+    from neurflow.ingest.labelling import demo_annotations
+    from neurflow.ingest.labelling.concepts import label_concepts
+
+    world, _ = demo
+    concept_labels = label_concepts([dirs[0].parent], demo_annotations(world.root), force=True)
+    link_artifacts(graph, [dirs[0].parent], quiet=True)
+    concepts = [r for r in run_query(graph.driver, "find_concept", {"text": BACKGROUND, "limit": 1000}, database=graph.database) if r["kind"] == "concept"]
+    (per_model,) = concept_labels.values()
+    assert {r["uid"] for r in concepts if r["score"] == 1.0} == {uid for uid, lab in per_model.items() if BACKGROUND in lab.label}
+    for r in concepts:
+        print(f"  concept {r['uid']} '{r['label']}' used by {r['classes']}")
+    assert max(len(r["classes"]) for r in concepts if r["score"] == 1.0) >= 2  # a background concept shared by classes
+
     paths = run_query(graph.driver, "trace_class", {"class": BIASED, "limit": 5}, database=graph.database)
     for r in paths:
         print(f"  #{r['rank']} {r['weight']:.4f}: " + " → ".join(r["labels"]))

@@ -169,14 +169,18 @@ def write_annotations(root: Path, art: Artifacts) -> Path:
 
 def label_artifacts(conn, art: Artifacts) -> dict:
     """What `neurflow label --labeller annotations` does: labels beside the artifacts, then in
-    the graph. Returns class index -> the stored ClassLabels."""
+    the graph, and the atlas concepts' labels. Returns class index -> the stored ClassLabels."""
     import tempfile
 
     from neurflow.ingest.labelling import AnnotationsLabeller, label_classes, read_annotations, read_class_labels, write_labels
 
     root = write_annotations(Path(tempfile.mkdtemp(prefix="annotations", dir=art.root)), art)
-    label_classes([art.dirs[i] for i, _ in CLASSES], AnnotationsLabeller(read_annotations(root)), force=True)
+    from neurflow.ingest.labelling.concepts import label_concepts, write_concept_labels_to_graph
+
+    labeller = AnnotationsLabeller(read_annotations(root))
+    label_classes([art.dirs[i] for i, _ in CLASSES], labeller, force=True)
     write_labels(conn, [art.dirs[i] for i, _ in CLASSES])
+    write_concept_labels_to_graph(conn, label_concepts([art.root], labeller, force=True))
     return {i: read_class_labels(art.dirs[i]) for i, _ in CLASSES}
 
 

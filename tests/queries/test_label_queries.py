@@ -82,6 +82,30 @@ def test_compare_and_concept_classes_return_labels(loaded):
     concept = loaded.run("concepts", limit=1)[0]["concept"]
     rows = loaded.run("concept_classes", concept=concept)
     assert rows and all(r["group_label"] == labels[r["group"]].label for r in rows)
+    stored = _concept_labels(loaded)
+    assert rows[0]["concept_label"] == stored[concept].label
+
+
+def _concept_labels(loaded) -> dict:
+    from neurflow.ingest.labelling.concepts import read_concept_labels
+
+    return read_concept_labels([loaded.art.dirs[i] for i, _ in CLASSES])
+
+
+def test_concepts_are_labelled_and_found(loaded):
+    stored = _concept_labels(loaded)
+    records, _, _ = loaded.conn.driver.execute_query(
+        "MATCH (k:Concept) RETURN k.uid AS uid, k.label AS label, k.caption AS caption, k.classes AS classes", database_=loaded.conn.database
+    )
+    assert records and {r["uid"]: r["label"] for r in records} == {uid: lab.label for uid, lab in stored.items()}
+    assert all(r["caption"] == r["label"] for r in records)
+    names = dict(CLASSES)
+    rows = [r for r in loaded.run("find_concept", text="flowers", limit=1000) if r["kind"] == "concept"]
+    expected = {uid for uid, lab in stored.items() if "flowers" in lab.label or "flowers" in lab.description}
+    assert {r["uid"] for r in rows} == expected and expected
+    classes_of = {r["uid"]: r["classes"] for r in records}
+    for r in rows:
+        assert r["class"] is None and r["classes"] == [names[i] for i in sorted(classes_of[r["uid"]])]
 
 
 def test_find_concept_finds_labelled_groups_across_classes(loaded):
@@ -97,7 +121,7 @@ def test_find_concept_finds_labelled_groups_across_classes(loaded):
     assert len({r["class"] for r in groups.values()}) == len(CLASSES)  # across classes
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     # two words: a group scores the mean over them; nothing matches a word no label has
-    both = loaded.run("find_concept", text="flowers zebra", limit=1000)
+    both = [r for r in loaded.run("find_concept", text="flowers zebra", limit=1000) if r["kind"] == "group"]
     assert {r["uid"] for r in both} == set(groups) and all(r["score"] == groups[r["uid"]]["score"] / 2 for r in both)
     assert loaded.run("find_concept", text="zebra") == []
     assert loaded.run("find_concept", text="flowers", model="no-such-model") == []
