@@ -229,14 +229,25 @@ def group_view(run: Runner, uid: str, media=None) -> dict:
     }
 
 
-def compare_view(run: Runner, a: str, b: str) -> dict:
-    """Two classes layer by layer (``compare_classes``), with patches of their overlapping groups."""
+def compare_view(run: Runner, a: str, b: str, *, max_concepts: int = 12) -> dict:
+    """Two classes layer by layer (``compare_classes``), their overlapping groups and shared atlas concepts, with patches."""
     rows = run("compare_classes", {"class_a": a, "class_b": b})
     if not rows:
         raise NotFound(f"classes '{a}' and '{b}' are not both in the graph (of one model)")
+    ua, ub = rows[0]["class_a"], rows[0]["class_b"]
+    names = {r["class"]: r["class_name"] for r in run("classes", {})}
+    # atlas concepts both classes use (concepts: class_names per concept), most shared first
+    model = ua.rsplit("/", 1)[0]
+    shared = [c for c in run("concepts", {"model": model, "limit": 1000}) if names.get(ua) in c["class_names"] and names.get(ub) in c["class_names"]]
+    concepts = []
+    for c in shared[:max_concepts]:
+        users = [r for r in run("concept_classes", {"concept": c["concept"]}) if r["class"] in (ua, ub)]
+        concepts.append({"concept": c, "a": [r["group"] for r in users if r["class"] == ua], "b": [r["group"] for r in users if r["class"] == ub]})
     groups = [s[k] for r in rows for s in (r.get("similar_groups") or []) for k in ("group_a", "group_b")]
+    groups += [g for c in concepts for g in c["a"] + c["b"]]
     ex = exemplars_of(run, groups, N_NODE_EXEMPLARS)
-    return {"a": a, "b": b, "rows": rows, "exemplars": ex, "class_a": rows[0]["class_a"], "class_b": rows[0]["class_b"]}
+    return {"a": a, "b": b, "rows": rows, "exemplars": ex, "class_a": ua, "class_b": ub, "name_a": names.get(ua, ua), "name_b": names.get(ub, ub),
+            "concepts": concepts, "n_shared_concepts": len(shared)}
 
 
 def concepts_view(run: Runner, limit: int = 100) -> dict:

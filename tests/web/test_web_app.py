@@ -126,6 +126,8 @@ def test_compare_concept_and_search_pages(client, web_graph):
     assert r.status_code == 200
     for row in web_graph.run("compare_classes", class_a="bee", class_b="kite"):
         assert f"<td>{row['layer']}</td><td>{row['n_a']}</td><td>{row['n_b']}</td><td>{row['shared']}</td>" in r.text
+    both = [c for c in web_graph.run("concepts", limit=1000) if {"bee", "kite"} <= set(c["class_names"])]
+    assert r.text.count('<tr class="shared-concept">') == min(12, len(both)) > 0
     concept = web_graph.run("concepts", limit=1)[0]["concept"]
     r = client.get("/concepts")
     assert r.status_code == 200 and html.escape(f"/concept?uid={quote(concept, safe='')}") in r.text or quote(concept, safe="") in r.text
