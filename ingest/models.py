@@ -186,7 +186,7 @@ def load_model(
                 choices = ["DEFAULT", *[w.name for w in enum]]
                 raise InputError(f"unknown weights '{weights}' for {model}; choose one of {', '.join(choices)} or give a state_dict path") from None
         kwargs = {"init_weights": False, "aux_logits": False} if model in ("googlenet", "inception_v3") and tv_weights is None else {}
-        module = torchvision.models.get_model(model, weights=tv_weights, **kwargs)
+        module = _download_guard(model, tv_weights, lambda: torchvision.models.get_model(model, weights=tv_weights, **kwargs))
         if tv_weights is not None:
             weights_desc = f"torchvision:{tv_weights}"
             weights = None
@@ -213,3 +213,27 @@ def load_model(
         pre_mean = pre_std = None  # type: ignore[assignment]
     module.eval()
     return ModelSpec(name=name, module=module, layers=layers, preprocess=Preprocess(size, resize, pre_mean, pre_std), categories=categories, weights=weights_desc)
+
+
+def _download_guard(model: str, tv_weights, build):
+    """Build a torchvision model; a weights download that cannot reach its server becomes an
+    InputError naming the file, where torchvision's cache expects it, and the offline way."""
+    import urllib.error
+
+    try:
+        return build()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        if tv_weights is None or isinstance(exc, FileNotFoundError):
+            raise
+        import os
+
+        import torch.hub
+
+        url = tv_weights.url
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise InputError(
+            f"could not download the {model} weights {tv_weights} from {url} ({reason}). "
+            f"On a machine without internet, copy that file to {cached} (torchvision's cache; TORCH_HOME moves it), "
+            f"or pass --weights path/to/state_dict.pt"
+        ) from None

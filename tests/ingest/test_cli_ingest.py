@@ -112,3 +112,33 @@ def test_help_does_not_import_torch() -> None:
     code = "import sys; from neurflow.ingest.cli import main; sys.argv=['neurflow','--help']\ntry:\n main()\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().endswith("False"), done.stdout + done.stderr
+
+
+def test_unreachable_weights_download_is_a_message_not_a_traceback(tmp_path, monkeypatch) -> None:
+    """Network unreachable: the download of torchvision weights fails; the command exits 2 and
+    says which file, where the cache expects it, and that --weights works offline."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse, raising=False)
+    import torch.hub
+
+    monkeypatch.setattr(torch.hub, "urlopen", refuse, raising=False)
+    data = tmp_path / "data" / "a"
+    data.mkdir(parents=True)
+    result = CliRunner().invoke(main, ["compute", "--model", "resnet18", "--weights", "IMAGENET1K_V1", "--data", str(data.parent),
+                                       "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "could not download the resnet18 weights" in result.output
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in result.output
+    assert "--weights path/to/state_dict.pt" in result.output and "Traceback" not in result.output
