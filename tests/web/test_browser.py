@@ -36,7 +36,7 @@ def _require_browser() -> None:
     if not missing:
         return
     why = f"{', '.join(missing)} not installed: run `make browser` (apt-get install chromium chromium-driver) and `pip install -e '.[test]'`"
-    if os.environ.get("CI", "").lower() == "true":
+    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
         pytest.fail(f"CI must run the browser tests: {why}", pytrace=False)
     pytest.skip(why)
 

@@ -251,3 +251,16 @@ def test_labels_show_on_the_circuit_the_group_page_and_in_search(client, web_gra
             assert 'class="label-row"' in found.text and html.escape(f"/group?uid={quote(g, safe='')}") in found.text
     finally:
         run_write(conn.driver, conn.database, "MATCH (g:NeuronGroup {uid: $u}) REMOVE g.label, g.description", u=g)
+
+
+def test_serve_and_report_help_start_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from neurflow.ingest.cli import main; "
+            "r = [CliRunner().invoke(main, [c, '--help']) for c in ('serve', 'report')]; "
+            "assert all(x.exit_code == 0 for x in r), [x.output for x in r]; "
+            "assert '--allow-remote' in r[0].output and '--classes' in r[1].output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
