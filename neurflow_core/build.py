@@ -219,7 +219,7 @@ def _hypertree(
             del kept
         else:
             x = feature_maps(split, lower, images, grid, union, batch_size=config.batch_size)  # [U, C_lower, ...]
-        with stage(progress, f"integrated gradients {upper} -> {lower}", 1) as bar:
+        with stage(progress, f"integrated gradients {upper} -> {lower}: {len(targets)} targets, {len(union)} patches", 1) as bar:
             attr = integrated_gradients(
                 split.segment(upper), x, torch.tensor(targets), membership, steps=config.steps, method=config.method, max_batch=config.ig_batch
             )  # [T, U, C_lower]
