@@ -126,7 +126,8 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
         return
     for o in outcomes:
         click.echo(f"class {o.class_name}: {o.status}, {o.n_groups} groups, {o.n_relations} relations ({o.labels.source if o.labels else '-'})")
-        for (layer_name, index), g in sorted(o.labels.groups.items(), key=lambda kv: kv[0]) if o.labels else []:
+        order = json.loads((o.directory / "circuit.json").read_text(encoding="utf-8"))["model"]["layers"]  # logit layer first
+        for (layer_name, index), g in sorted(o.labels.groups.items(), key=lambda kv: (-order.index(kv[0][0]) if kv[0][0] in order else 0, kv[0][1])) if o.labels else []:
             score = f"{g.score:.2f}" if g.score is not None else "-"
             part = {True: "part of class", False: "context", None: "undecided"}[g.part_of_class]
             click.echo(f"  {layer_name:<12} g{index:<3} {g.label:<28} {score:>5}  {part}")

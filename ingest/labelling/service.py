@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NeurflowError
+from ..errors import InputError, NeurflowError
 from .base import ClassJob, Labeller, class_job, now
 from .store import ClassLabels, artifact_checksum, read_class_labels, write_class_labels
 
@@ -71,6 +71,9 @@ def label_classes(
     outcomes = []
     for directory in find_artifacts([Path(d) for d in artifact_dirs]):
         job = class_job(directory, tuple(layers) if layers else None)
+        unknown = [layer for layer in layers or () if layer not in job.layers]
+        if unknown:
+            raise InputError(f"layer(s) {', '.join(unknown)} are not in the circuit of '{job.class_name}' (its layers: {', '.join(job.layers)})")
         checksum = artifact_checksum(directory)
         stored = read_class_labels(directory)
         if stored is not None and not force and stored.source == labeller.source and _covers(stored, job):

@@ -186,6 +186,10 @@ def test_label_command_with_annotations(graph, class_dirs, image_folder, tmp_pat
     assert missing.exit_code == 2 and "needs --annotations" in missing.output
     unknown = CliRunner().invoke(main, [*args[:-1], "nosuch"])
     assert unknown.exit_code == 2 and "class(es) nosuch" in unknown.output
+    bad_layer = CliRunner().invoke(main, [*args, "--layers", "c9"])
+    assert bad_layer.exit_code == 2 and "layer(s) c9 are not in the circuit of 'alpha'" in bad_layer.output
+    only = CliRunner().invoke(main, [*args, "--layers", "c2", "--force", "--format", "json"])
+    assert only.exit_code == 0 and {g["group"].rsplit("/", 2)[1] for g in json.loads(only.stdout)[0]["groups"]} == {"c2", "c3", "fc"}  # other layers kept
     no_model = CliRunner().invoke(main, ["label", "--labeller", "openai", "--out", str(out)])
     assert no_model.exit_code == 2 and "needs --model" in no_model.output
 
