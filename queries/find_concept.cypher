@@ -5,7 +5,8 @@
 // `description`; this finds those containing the words of $text (case-insensitive
 // substrings), in every class of every model (or of $model).
 // score = the mean over the words of 1 when the word is in the label, 0.5 when it is only
-// in the description, 0 otherwise; rows with score 0 are left out.
+// in the description, 0 otherwise; rows with score 0 are left out. Best score first, groups
+// before concepts, then the labeller's own score (the purest match first).
 // Portable: it runs on Neo4j 5 and on the embedded database, scanning the labelled nodes.
 // On Neo4j 5, find_concept_fulltext asks the full-text index `label_text` instead
 // (Lucene syntax and relevance; see docs/cypher-portability.md).
@@ -63,5 +64,5 @@ RETURN kind,
        classes,
        n.part_of_class AS part_of_class,
        n.label_score AS label_score
-ORDER BY score DESC, kind DESC, uid
+ORDER BY score DESC, kind DESC, coalesce(label_score, 0.0) DESC, uid
 LIMIT $limit
