@@ -9,6 +9,7 @@ decoded (naturalWidth > 0). Screenshots of every page go to ``$NEURFLOW_SCREENSH
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -270,3 +271,43 @@ def test_report_from_disk_offline(browser, web_graph, tmp_path):
         assert _problems(browser) == []
     finally:
         browser.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+
+
+def test_paper_depth_circuit_is_readable_in_the_browser(browser, server, web_graph):
+    """A synthetic circuit of paper depth (logit + 10 layers of 10 groups) written to the graph:
+    every group is drawn, no two overlap on screen, every edge is there."""
+    from neurflow.ingest.graph_writer import run_write
+
+    from .test_layout import synthetic
+
+    groups = synthetic(11, 10, seed=5, fan_in=5)
+    model, cls = "paperdepth@000000000000", "paperdepth@000000000000/c7"
+    rows = [{"uid": f"{cls}/{g['group']}", "layer": g["layer"], "index": g["index"], "depth": g["depth"],
+             "out": [{"to": f"{cls}/{e['group']}", "share": e["share"], "weight": e["weight"]} for e in g["outgoing"]]} for g in groups]
+    conn = web_graph.conn
+    run_write(conn.driver, conn.database, "MERGE (m:Model {uid: $m}) SET m.name = 'paperdepth' "
+              "MERGE (c:Class {uid: $c}) SET c.name = 'deep', c.index = 7, c.model = $m, c.layers = $layers, c.complete = true "
+              "MERGE (c)-[:OF_MODEL]->(m)", m=model, c=cls, layers=[f"L{d}" for d in range(11)])
+    run_write(conn.driver, conn.database, "UNWIND $rows AS r MATCH (c:Class {uid: $c}) "
+              "CREATE (g:NeuronGroup {uid: r.uid, class: $c, model: $m, layer: r.layer, index: r.index, depth: r.depth, root: r.depth = 0, "
+              "n_neurons: 3, channels: [1, 2, 3]}) CREATE (c)-[:HAS_GROUP]->(g)", rows=rows, c=cls, m=model)
+    run_write(conn.driver, conn.database, "MATCH (c:Class {uid: $c})-[:HAS_GROUP]->(g:NeuronGroup {depth: 0}) CREATE (c)-[:ROOT]->(g)", c=cls)
+    run_write(conn.driver, conn.database, "UNWIND $rows AS r UNWIND r.out AS e MATCH (a:NeuronGroup {uid: r.uid}) MATCH (b:NeuronGroup {uid: e.to}) "
+              "CREATE (a)-[:FLOWS_TO {share: e.share, weight: e.weight, abs_weight: abs(e.weight)}]->(b)", rows=rows)
+    try:
+        _drain(browser)
+        seconds = _load(browser, server + "/circuit?class=" + cls.replace("@", "%40").replace("/", "%2F"))
+        assert _problems(browser) == []
+        rects = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.circuit a.gnode')).map(n => {const r = n.getBoundingClientRect(); "
+            "return [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]})")
+        assert len(rects) == 101
+        for (ax, ay, aw, ah), (bx, by, bw, bh) in itertools.combinations(rects, 2):
+            assert ax + aw <= bx + 0.5 or bx + bw <= ax + 0.5 or ay + ah <= by + 0.5 or by + bh <= ay + 0.5
+        assert len(browser.find_elements("css selector", ".circuit path.edge")) == sum(len(r["out"]) for r in rows)
+        assert len(browser.find_elements("css selector", ".circuit a.gnode.on-path")) == len({u for p in browser.find_elements(
+            "css selector", "ol.paths li") for u in p.text.split(" ", 1)[1].split(" → ")})
+        _shot(browser, "serve-circuit-paper-depth")
+        print(f"paper-depth circuit page: {seconds:.2f} s")
+    finally:
+        run_write(conn.driver, conn.database, "MATCH (n) WHERE n.uid IN [$m, $c] OR n.class = $c DETACH DELETE n", m=model, c=cls)
