@@ -290,13 +290,32 @@ def _cap(indices: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(indices, size=limit, replace=False))
 
 
+#: The class's own concepts cover at least this share of a group's exemplar pixels: part of
+#: the class. At most :data:`NOT_OWN_SHARE`: not part of it (three quarters or more of its
+#: pixels show something else, whichever concepts those are). In between: unknown.
+OWN_SHARE, NOT_OWN_SHARE = 0.5, 0.25
+
+
+def part_of_class(label) -> bool | None:
+    """Is a group's concept the class's own? From its label (:class:`GroupLabel`).
+
+    Pixel annotations give the share of the class's own concepts in the exemplar pixels
+    (``class_share``); it decides with :data:`OWN_SHARE` / :data:`NOT_OWN_SHARE`. A
+    background split over several concepts (sky 0.3, water 0.2, grass 0.2, ...) has no
+    dominant concept, yet is clearly not the class. Labellers without pixel shares (a
+    multimodal LLM) answer the question themselves (``part_of_class``).
+    """
+    share = getattr(label, "class_share", None)
+    if share is None:
+        return label.part_of_class
+    return True if share >= OWN_SHARE else False if share <= NOT_OWN_SHARE else None
+
+
 def _part_of_class(directory: Path) -> dict[tuple[str, int], bool | None]:
     """Per group: is its concept the class's own? From the labels stored beside the artifact."""
-    try:
-        from .labelling import read_labels
-    except ImportError:  # labelling not installed: spuriousness unknown
-        return {}
-    return {key: label.part_of_class for key, label in read_labels(directory).items()}
+    from .labelling import read_labels
+
+    return {key: part_of_class(label) for key, label in read_labels(directory).items()}
 
 
 def debug_classes(
@@ -436,7 +455,7 @@ def result_json(circuit: Circuit, result: ClassDebug, names: dict[int, str] | No
         "verdict": result.verdict,
         "n_tp": result.n_tp,
         "n_fp": result.n_fp,
-        "test": {"statistic": "false positives flipped by masking", "null": "random neuron sets of the group's size from its layer",
+        "test": {"statistic": "mean drop of the class's logit margin over the false positives when masked", "null": "random neuron sets of the group's size from its layer",
                  "p_value": "sequential Monte-Carlo (Besag-Clifford)", "fdr": "Benjamini-Hochberg", "alpha": cfg.alpha,
                  "fdr_scope": cfg.fdr_scope, "n_tests": result.n_tests, "min_fp": cfg.min_fp},
         "false_positives": list(result.image_ids[result.n_tp : result.n_tp + result.n_fp]),

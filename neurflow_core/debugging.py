@@ -3,10 +3,10 @@
 Two questions are kept apart, because they have different evidence:
 
 1. **Does the group cause the class's false positives?** A statistical finding. The group's
-   neurons are masked (zeroed at its layer) and we count the false positives (FP: images of
-   other classes predicted as the class) that stop being predicted as the class. The null
-   distribution is the same count for random neuron sets of the group's size from the same
-   layer; the p-value is a sequential Monte-Carlo permutation p-value (Besag & Clifford,
+   neurons are masked (zeroed at its layer) and we measure how far the false positives (FP:
+   images of other classes predicted as the class) move away from the class: the mean drop
+   of the class's logit margin over the FPs. The null distribution is the same figure for
+   random neuron sets of the group's size from the same layer; the p-value is a sequential Monte-Carlo permutation p-value (Besag & Clifford,
    1991), and the false-discovery rate over every group of a family is controlled with
    Benjamini-Hochberg (:func:`assign_verdicts`). A class with fewer FPs than the evidence
    floor gets the verdict ``insufficient evidence`` and no group test.
@@ -129,8 +129,10 @@ class GroupEvidence:
             the group is masked.
         fp_flip / tp_flip: fraction of FPs / TPs no longer predicted as the class when masked.
         random_*: mean and std of the same figures over the reference random sets.
+        fp_margin_drop: the test statistic: the mean drop, over the FPs, of the class's logit
+            margin (its logit minus the largest other logit) when the group is masked.
         effect_fp_flip: fp_flip minus the random mean; z_fp_flip its z-score (descriptive).
-        p_fp_flip: the permutation p-value of the number of FPs flipped (Besag-Clifford).
+        p_fp_flip: the permutation p-value of ``fp_margin_drop`` (Besag-Clifford).
         draws: random sets drawn for the p-value.
         q_value: the Benjamini-Hochberg adjusted p-value in its family (None until
             :func:`assign_verdicts`).
@@ -164,6 +166,8 @@ class GroupEvidence:
     random_fp_flip_mean: float
     random_fp_flip_std: float
     random_tp_flip_mean: float | None
+    fp_margin_drop: float
+    random_fp_margin_drop_mean: float
     effect_fp_flip: float
     z_fp_flip: float
     p_fp_flip: float
@@ -325,11 +329,19 @@ def _stats(values: np.ndarray) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def _margin(logits: torch.Tensor, c: int) -> torch.Tensor:
+    """The class's logit margin: logit c minus the largest other logit. ``[..., K] -> [...]``."""
+    others = logits.clone()
+    others[..., c] = float("-inf")
+    return logits[..., c] - others.max(-1).values
+
+
 @dataclass(frozen=True)
 class _Null:
     """What the random sets of one group gave."""
 
     fp_flip: np.ndarray  # [reference_draws] fraction of FPs flipped
+    fp_margin_drop: np.ndarray  # [reference_draws] the test statistic
     tp_flip: np.ndarray  # [reference_draws] fraction of TPs flipped (empty without TPs)
     tp_prob_drop: np.ndarray  # [reference_draws]
     p_value: float
@@ -337,40 +349,45 @@ class _Null:
 
 
 @torch.no_grad()
-def _null(suffix, feats: torch.Tensor, n_tp: int, n_fp: int, c: int, observed: int, base_prob: torch.Tensor,
-          rng: np.random.Generator, size: int, max_draws: int, config: DebugConfig) -> _Null:
+def _null(suffix, feats: torch.Tensor, n_tp: int, n_fp: int, c: int, observed: float, base_prob: torch.Tensor,
+          base_margin: torch.Tensor, rng: np.random.Generator, size: int, max_draws: int, config: DebugConfig) -> _Null:
     """Random sets of ``size`` channels: reference figures, then the sequential permutation test.
 
-    The statistic is the number of false positives flipped. Draws go in order; the test stops
-    at the ``min_exceed``-th draw flipping at least ``observed`` (p = h / l, Besag & Clifford)
-    or after ``max_draws`` draws (p = (1 + exceedances) / (1 + draws)).
+    The statistic is the mean drop of the class's logit margin over the false positives
+    (``base_margin``: ``[n_fp]`` unmasked). A count of flipped false positives would tie at
+    its ceiling when false positives sit near the decision boundary and random sets flip them
+    all. Draws go in order; the test stops at the ``min_exceed``-th draw at least as strong as
+    ``observed`` (p = h / l, Besag & Clifford) or after ``max_draws`` draws
+    (p = (1 + exceedances) / (1 + draws)).
     """
     width, device = feats.shape[1], feats.device
     tp_feats, fp_feats = feats[:n_tp], feats[n_tp : n_tp + n_fp]
     ref = _random_masks(rng, width, size, config.reference_draws, device)  # [R, C]
     logits = _masked_logits(suffix, torch.cat([tp_feats, fp_feats]), ref, config.batch_bytes)  # [R, n_tp + n_fp, K]
     wrong = logits.argmax(2) != c  # [R, n_tp + n_fp]
-    fp_counts = wrong[:, n_tp:].sum(1).cpu().numpy()  # [R]
+    fp_flip = wrong[:, n_tp:].double().mean(1).cpu().numpy()  # [R]
+    stat = (base_margin.unsqueeze(0) - _margin(logits[:, n_tp:], c)).double().mean(1).cpu().numpy()  # [R]
     tp_flip = wrong[:, :n_tp].double().mean(1).cpu().numpy() if n_tp else np.zeros(0)
     tp_prob_drop = (base_prob[:n_tp].unsqueeze(0) - logits[:, :n_tp].softmax(2)[..., c]).double().mean(1).cpu().numpy() if n_tp else np.zeros(config.reference_draws)
-    counts = [fp_counts]
-    drawn, exceed = len(fp_counts), int((fp_counts >= observed).sum())
+    at_least = observed - 1e-9 * max(1.0, abs(observed))  # the group's own set, recomputed in a batch, counts as a tie
+    stats = [stat]
+    drawn, exceed = len(stat), int((stat >= at_least).sum())
     per_batch = max(1, config.batch_bytes // max(fp_feats[:1].numel() * fp_feats.element_size() * max(n_fp, 1), 1))
     while exceed < config.min_exceed and drawn < max_draws:
         more = _random_masks(rng, width, size, min(per_batch, max_draws - drawn), device)
-        batch_counts = (_masked_logits(suffix, fp_feats, more, config.batch_bytes).argmax(2) != c).sum(1).cpu().numpy()
-        counts.append(batch_counts)
-        drawn += len(batch_counts)
-        exceed += int((batch_counts >= observed).sum())
-    every = np.concatenate(counts)
-    hits = np.flatnonzero(every >= observed)
+        batch = (base_margin.unsqueeze(0) - _margin(_masked_logits(suffix, fp_feats, more, config.batch_bytes), c)).double().mean(1).cpu().numpy()
+        stats.append(batch)
+        drawn += len(batch)
+        exceed += int((batch >= at_least).sum())
+    every = np.concatenate(stats)
+    hits = np.flatnonzero(every >= at_least)
     if len(hits) >= config.min_exceed:
         p = config.min_exceed / (hits[config.min_exceed - 1] + 1)  # stopped at the h-th exceedance
         drawn = int(hits[config.min_exceed - 1] + 1)
     else:
         p = (1 + len(hits)) / (1 + len(every))
         drawn = len(every)
-    return _Null(fp_counts / n_fp, tp_flip, tp_prob_drop, float(min(p, 1.0)), drawn)
+    return _Null(fp_flip, stat, tp_flip, tp_prob_drop, float(min(p, 1.0)), drawn)
 
 
 @torch.no_grad()
@@ -441,6 +458,7 @@ def debug_circuit(
     all_images = torch.cat([tp_images, fp_images, user_images]).to(device)
     base_logits = model(all_images)  # [n, K]
     base_prob = base_logits.softmax(1)[:, c]  # [n]
+    base_margin_fp = _margin(base_logits[n_tp : n_tp + n_fp], c)  # [n_fp]
     patch_ids = None
     if class_images is not None:
         patch_ids = np.array(sorted({p for g in circuit.groups for p in g.patch_ids}), dtype=np.int64)
@@ -464,7 +482,8 @@ def debug_circuit(
             wrong = (logits.argmax(1) != c).cpu().numpy()  # [n]
             fp_wrong = wrong[n_tp : n_tp + n_fp]
             rng = np.random.default_rng([config.seed, layer_pos, g.index])
-            null = _null(suffix, feats, n_tp, n_fp, c, int(fp_wrong.sum()), base_prob, rng, len(channels), max_draws, config)
+            margin_drop = float((base_margin_fp - _margin(logits[n_tp : n_tp + n_fp], c)).double().mean())
+            null = _null(suffix, feats, n_tp, n_fp, c, margin_drop, base_prob, base_margin_fp, rng, len(channels), max_draws, config)
             fp_flip = float(fp_wrong.mean())
             tp_flip = float(wrong[:n_tp].mean()) if n_tp else None
             rf_mean, rf_std = _stats(null.fp_flip)
@@ -506,6 +525,8 @@ def debug_circuit(
                     random_fp_flip_mean=rf_mean,
                     random_fp_flip_std=rf_std,
                     random_tp_flip_mean=rt_mean,
+                    fp_margin_drop=margin_drop,
+                    random_fp_margin_drop_mean=float(null.fp_margin_drop.mean()),
                     effect_fp_flip=fp_flip - rf_mean,
                     z_fp_flip=(fp_flip - rf_mean) / max(rf_std, floor),
                     p_fp_flip=null.p_value,

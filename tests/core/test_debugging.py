@@ -16,6 +16,7 @@ from neurflow.debugging import (
     DebugConfig,
     GroupEvidence,
     Verdict,
+    _margin,
     _masked_logits,
     _null,
     _random_masks,
@@ -81,29 +82,39 @@ def _context_feats(n_tp: int, n_fp: int) -> torch.Tensor:
     return feats
 
 
+def test_margin_is_the_class_logit_minus_the_best_other():
+    logits = torch.tensor([[3.0, 1.0, 2.5], [0.0, 4.0, -1.0]])
+    torch.testing.assert_close(_margin(logits, 0), torch.tensor([0.5, -4.0]))
+    torch.testing.assert_close(_margin(logits, 1), torch.tensor([-2.0, 4.0]))
+
+
 def test_permutation_p_value_of_a_planted_context_channel():
-    """Masking channel 0 flips every FP; a random single channel flips them only when it is
-    channel 0 (probability 1/C), so the p-value of {0} estimates 1/C, and of any other channel is 1."""
+    """Masking channel 0 moves every FP's margin from +1 to -1; a random single channel does
+    so only when it is channel 0 (probability 1/C), so the p-value of {0} estimates 1/C, and
+    a group that moves nothing has p = 1."""
     n_tp, n_fp = 5, 12
     feats = _context_feats(n_tp, n_fp)
-    base_prob = _context_suffix(feats).softmax(1)[:, 0]
+    logits = _context_suffix(feats)
+    base_prob, base_margin = logits.softmax(1)[:, 0], _margin(logits[n_tp:], 0)
+    assert torch.allclose(base_margin, torch.ones(n_fp, dtype=torch.float64))
     cfg = DebugConfig(reference_draws=50, max_draws=4000, min_exceed=20)
-    hit = _null(_context_suffix, feats, n_tp, n_fp, 0, n_fp, base_prob, np.random.default_rng(1), 1, 4000, cfg)
+    hit = _null(_context_suffix, feats, n_tp, n_fp, 0, 2.0, base_prob, base_margin, np.random.default_rng(1), 1, 4000, cfg)
     print(f"p of the context channel {hit.p_value:.4f} after {hit.draws} draws (exact {1 / C:.4f})")
     assert 0.5 / C <= hit.p_value <= 2.0 / C
     assert hit.draws < 4000  # stopped at the 20th exceedance
-    assert hit.fp_flip.mean() == pytest.approx(np.mean(hit.fp_flip == 1.0))  # each draw flips all or none
-    miss = _null(_context_suffix, feats, n_tp, n_fp, 0, 0, base_prob, np.random.default_rng(1), 1, 4000, cfg)
+    assert set(np.round(hit.fp_margin_drop, 12)) <= {0.0, 2.0}  # each draw moves all or none
+    np.testing.assert_array_equal(hit.fp_flip == 1.0, hit.fp_margin_drop == 2.0)
+    miss = _null(_context_suffix, feats, n_tp, n_fp, 0, 0.0, base_prob, base_margin, np.random.default_rng(1), 1, 4000, cfg)
     assert miss.p_value == 1.0 and miss.draws == cfg.min_exceed
 
 
 def test_p_value_floor_when_no_random_set_does_as_well():
     n_tp, n_fp = 3, 10
     feats = _context_feats(n_tp, n_fp)
-    base_prob = _context_suffix(feats).softmax(1)[:, 0]
+    logits = _context_suffix(feats)
     cfg = DebugConfig(reference_draws=10, max_draws=200)
-    # a statistic no random set of size 1 reaches (n_fp + 1 flips): p = 1 / (1 + draws)
-    res = _null(_context_suffix, feats, n_tp, n_fp, 0, n_fp + 1, base_prob, np.random.default_rng(0), 1, 200, cfg)
+    # a statistic no random set of size 1 reaches (the most is 2): p = 1 / (1 + draws)
+    res = _null(_context_suffix, feats, n_tp, n_fp, 0, 2.5, logits.softmax(1)[:, 0], _margin(logits[n_tp:], 0), np.random.default_rng(0), 1, 200, cfg)
     assert res.p_value == pytest.approx(1 / 201) and res.draws == 200
 
 
@@ -116,17 +127,18 @@ def test_p_values_are_calibrated_under_the_null():
         return x.flatten(1) @ w  # [n, 3]
 
     feats = torch.rand(30, C, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    c = int(suffix(feats).argmax(1).mode().values)
+    logits = suffix(feats)
+    c = int(logits.argmax(1).mode().values)
     n_tp, n_fp = 10, 20
-    base_prob = suffix(feats).softmax(1)[:, c]
+    base_prob, base_margin = logits.softmax(1)[:, c], _margin(logits[n_tp:], c)
     cfg = DebugConfig(reference_draws=20, max_draws=400, min_exceed=10)
     rng = np.random.default_rng(5)
     ps = []
     for _ in range(150):
         group = rng.choice(C, size=4, replace=False)
         masked = _masked_logits(suffix, feats, torch.ones(1, C, dtype=torch.float64).index_fill_(1, torch.as_tensor(group), 0.0), 1 << 20)[0]
-        observed = int((masked[n_tp:].argmax(1) != c).sum())
-        ps.append(_null(suffix, feats, n_tp, n_fp, c, observed, base_prob, rng, 4, 400, cfg).p_value)
+        observed = float((base_margin - _margin(masked[n_tp:], c)).mean())
+        ps.append(_null(suffix, feats, n_tp, n_fp, c, observed, base_prob, base_margin, rng, 4, 400, cfg).p_value)
     ps = np.array(ps)
     for a in (0.05, 0.2, 0.5):
         limit = a * len(ps) + 3 * np.sqrt(len(ps) * a * (1 - a))
@@ -160,7 +172,8 @@ def _evidence(layer: str, index: int, p: float, score: float, part: bool | None 
     return GroupEvidence(
         layer=layer, index=index, channels=(index,), tp_metric=0.5, fp_metric=0.4, user_metric=None, tp_prob_drop=0.1,
         tp_logit_drop=0.2, fp_flip=0.5, tp_flip=0.0, random_tp_prob_drop_mean=0.0, random_tp_prob_drop_std=0.1,
-        random_fp_flip_mean=0.1, random_fp_flip_std=0.1, random_tp_flip_mean=0.0, effect_fp_flip=0.4, z_fp_flip=4.0,
+        random_fp_flip_mean=0.1, random_fp_flip_std=0.1, random_tp_flip_mean=0.0, fp_margin_drop=1.0, random_fp_margin_drop_mean=0.1,
+        effect_fp_flip=0.4, z_fp_flip=4.0,
         p_fp_flip=p, draws=100, z_tp_drop=1.0, collateral_tp=0.0, bias_score=score, part_of_class=part,
     )
 
@@ -254,6 +267,8 @@ def test_masking_figures_equal_a_knockout_of_the_whole_model(tiny_circuit):
         np.testing.assert_allclose([d for _, d in e.top_images], drop.numpy()[order], atol=1e-10)
         assert e.effect_fp_flip == pytest.approx(e.fp_flip - e.random_fp_flip_mean, abs=1e-12)
         assert e.p_fp_flip * 4 == pytest.approx(round(e.p_fp_flip * 4))  # (1 + #draws at least as strong) / (1 + 3)
+        margin = lambda z: z[:, c] - torch.cat([z[:, :c], z[:, c + 1 :]], 1).max(1).values  # noqa: E731
+        assert e.fp_margin_drop == pytest.approx(float((margin(base[6:]) - margin(masked[6:])).mean()), abs=1e-10)
         assert e.bias_score == pytest.approx(bias_score(e.fp_flip, e.random_fp_flip_mean, e.tp_flip, e.random_tp_flip_mean))
         truth = np.array([0, 1, 1, 3])
         assert {k: n for k, n, _ in e.confusers} == {int(k): int(flipped[truth == k].sum()) for k in np.unique(truth) if flipped[truth == k].any()}

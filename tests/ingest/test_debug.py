@@ -257,3 +257,16 @@ def test_debug_state_is_declared_once_and_cleared_by_a_reload(graph, image_folde
     after = graph.driver.execute_query(query, parameters_={"i": predicted}, database_=graph.database).records[0]
     assert (after["v"], after["at"], after["n"]) == (None, None, 0)
 
+
+
+def test_part_of_class_from_a_label() -> None:
+    """Pixel shares decide when the labeller has them (own >= 0.5: yes, <= 0.25: no, else
+    unknown); otherwise the labeller's own answer."""
+    from types import SimpleNamespace as L
+
+    assert debugging.part_of_class(L(class_share=0.5, part_of_class=None)) is True
+    assert debugging.part_of_class(L(class_share=0.08, part_of_class=None)) is False  # a background split over five concepts
+    assert debugging.part_of_class(L(class_share=0.25, part_of_class=True)) is False
+    assert debugging.part_of_class(L(class_share=0.4, part_of_class=False)) is None
+    assert debugging.part_of_class(L(class_share=None, part_of_class=False)) is False  # an LLM's answer
+    assert debugging.part_of_class(L(class_share=None, part_of_class=None)) is None
