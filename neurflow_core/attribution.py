@@ -27,7 +27,7 @@ import torch
 from .layout import memory_format_of
 from .segments import neuron_activations
 
-__all__ = ["QUADRATURES", "quadrature", "integrated_gradients"]
+__all__ = ["QUADRATURES", "quadrature", "integrated_gradients", "integrated_gradients_pairs"]
 
 Quadrature = Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"]
 QUADRATURES: tuple[str, ...] = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -103,6 +103,32 @@ def integrated_gradients(
     method: str = "riemann_right",
     max_batch: int = 256,
 ) -> torch.Tensor:
+    """Channel-level integrated gradients of many target neurons over many inputs, dense.
+
+    The same numbers as :func:`integrated_gradients_pairs`, scattered into a ``[T, P, C_in]``
+    tensor (zero where ``membership`` is False). Convenient for small problems and tests;
+    the circuit build uses the pairs, whose memory is the number of (target, input) pairs
+    rather than ``T x P``.
+    """
+    num_targets = int(targets.numel())
+    pair_target, pair_input, attr = integrated_gradients_pairs(
+        fn, inputs, targets, membership, steps=steps, method=method, max_batch=max_batch
+    )  # [M], [M], [M, C_in]
+    out = torch.zeros(num_targets, inputs.shape[0], inputs.shape[1], dtype=attr.dtype, device=attr.device)  # [T, P, C_in]
+    out[pair_target, pair_input] = attr
+    return out
+
+
+def integrated_gradients_pairs(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    membership: torch.Tensor | None = None,
+    *,
+    steps: int = 50,
+    method: str = "riemann_right",
+    max_batch: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Channel-level integrated gradients of many target neurons over many inputs.
 
     For every target ``t`` and every input ``p`` it marks in ``membership``, computes the
@@ -124,6 +150,9 @@ def integrated_gradients(
     number of targets per input drops too much, so the backward work stays within 5% of the
     number of (target, input) pairs.
 
+    Only the pairs ``membership`` marks are stored: memory is ``M x C_in`` for M pairs (each
+    target reads its own k inputs), never ``T x P x C_in``.
+
     Args:
         fn: the segment ``phi^{l-1,l}``; maps ``[B, *in]`` to ``[B, C_out, *spatial]`` or
             ``[B, C_out]``; must treat batch rows independently (eval mode).
@@ -136,8 +165,9 @@ def integrated_gradients(
         max_batch: most interpolated inputs per forward pass (the memory bound).
 
     Returns:
-        ``[T, P, C_in]`` attributions in the dtype of ``inputs``; zero where ``membership``
-        is False.
+        ``(pair_target [M], pair_input [M], attr [M, C_in])``: the pairs in row-major order of
+        ``membership`` (by target, then input; ``torch.nonzero``'s order), on the inputs'
+        device, ``attr`` in the dtype of ``inputs``.
 
     Raises:
         ValueError: on shape mismatches or non-finite inputs.
@@ -159,7 +189,11 @@ def integrated_gradients(
     member_cpu = membership.to("cpu", torch.bool)
     spatial = (1,) * (inputs.dim() - 1)
 
-    out = torch.zeros(num_targets, num_inputs, inputs.shape[1], dtype=dtype, device=device)  # [T, P, C_in]
+    pairs = torch.nonzero(member_cpu)  # [M, 2] (target, input), row-major
+    pair_id = torch.full((num_targets, num_inputs), -1, dtype=torch.long)  # [T, P]
+    pair_id[pairs[:, 0], pairs[:, 1]] = torch.arange(len(pairs))
+    pair_id = pair_id.to(device)
+    out = torch.zeros(len(pairs), inputs.shape[1], dtype=dtype, device=device)  # [M, C_in]
     users = [torch.nonzero(member_cpu[:, p]).flatten().tolist() for p in range(num_inputs)]  # targets of each input
     order = sorted((p for p in range(num_inputs) if users[p]), key=lambda p: (-len(users[p]), p))
     per_chunk = max(1, max_batch // steps)  # inputs per forward; each brings N interpolations
@@ -185,6 +219,6 @@ def integrated_gradients(
                 grads = grads.view(steps, p, *x.shape[1:]).sum(0)  # [p, *in]  (weights already applied)
                 attr = grads * x  # [p, *in]
                 attr = attr.flatten(2).sum(-1) if attr.dim() > 2 else attr  # [p, C_in]
-                out[t_of_row, idx[rows_t]] = attr[rows_t]
+                out[pair_id[t_of_row, idx[rows_t]]] = attr[rows_t]  # [p_r, C_in] into their pairs
         del y, scaled
-    return out
+    return pairs[:, 0].to(device), pairs[:, 1].to(device), out

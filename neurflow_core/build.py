@@ -18,7 +18,7 @@ from torch import nn
 
 from .progress import ProgressFactory, stage
 from .activations import feature_maps, patch_activations, top_k
-from .attribution import integrated_gradients
+from .attribution import integrated_gradients_pairs
 from .circuit import (
     Circuit,
     CircuitConfig,
@@ -220,18 +220,21 @@ def _hypertree(
         else:
             x = feature_maps(split, lower, images, grid, union, batch_size=config.batch_size)  # [U, C_lower, ...]
         with stage(progress, f"integrated gradients {upper} -> {lower}: {len(targets)} targets, {len(union)} patches", 1) as bar:
-            attr = integrated_gradients(
+            _, pair_input, pair_attr = integrated_gradients_pairs(
                 split.segment(upper), x, torch.tensor(targets), membership, steps=config.steps, method=config.method, max_batch=config.ig_batch
-            )  # [T, U, C_lower]
+            )  # [M], [M, C_lower]: only the (target, patch) pairs used, by target then patch
             bar.update(1)
-        attr = attr.double().cpu().numpy()
+        pair_attr, pair_input = pair_attr.cpu(), pair_input.cpu().numpy()
+        starts = np.concatenate([[0], np.cumsum(membership.sum(1).numpy())])  # [T + 1] each target's rows
         del x
         next_targets: set[int] = set()
         with stage(progress, f"clustering {upper}", len(targets)) as bar:
             for t, a in enumerate(targets):
                 neuron = NeuronRef(upper, int(a))
                 concept = concepts[t]
-                per_patch = attr[t, [position[int(p)] for p in concept]]  # [k, C_lower]
+                mine = pair_input[starts[t] : starts[t + 1]]  # [k] union positions, ascending
+                rows = starts[t] + np.searchsorted(mine, [position[int(p)] for p in concept])  # in V_a's order
+                per_patch = pair_attr[torch.as_tensor(rows)].double().numpy()  # [k, C_lower], float64 only here
                 signed = per_patch.sum(0)  # T(a, s, V_a), Eq. 2
                 score = np.abs(signed) if config.aggregate == "eq2" else np.abs(per_patch).mean(0)
                 core = np.argsort(-score, kind="stable")[: config.tau]

@@ -246,6 +246,25 @@ def test_agrees_with_captum_integrated_gradients():
     _check_against_captum(torch.device("cpu"))
 
 
+def test_pairs_store_only_the_used_pairs_and_equal_captum():
+    """The sparse form the circuit build uses: one row per (target, input) pair that
+    membership marks, in row-major order, each equal to captum's dense answer (float64)."""
+    from neurflow.attribution import integrated_gradients_pairs
+
+    seg = conv_bn_relu()
+    x = _inputs(5)  # [6, 4, 5, 5]
+    targets = torch.tensor([4, 0, 2, 3])
+    member = _membership(4, 6)
+    pt, pi, attr = integrated_gradients_pairs(seg, x, targets, member, steps=STEPS, method="riemann_right", max_batch=40)
+    expected = torch.nonzero(member)
+    assert torch.equal(pt, expected[:, 0]) and torch.equal(pi, expected[:, 1])
+    assert attr.shape == (int(member.sum()), 4) and int(member.sum()) < member.numel()  # no T x P storage
+    ref = _captum_reference(seg, x, targets, STEPS, "riemann_right")  # [T, P, C] dense
+    torch.testing.assert_close(attr, ref[pt, pi], rtol=0, atol=1e-10)
+    dense = integrated_gradients(seg, x, targets, member, steps=STEPS, method="riemann_right", max_batch=40)
+    assert torch.equal(dense[pt, pi], attr) and int(torch.count_nonzero(dense.abs().sum(-1))) <= len(pt)
+
+
 def test_gausslegendre_agrees_with_a_float64_per_target_loop():
     """captum's contract with float64 step sizes: alphas folded into the batch, one backward per target."""
     seg = conv_bn_relu()
