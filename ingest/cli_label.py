@@ -116,7 +116,7 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
         echo_err(f"label: {sent} request(s) sent, {chosen.cache_hits} answer(s) from the cache")
     if not no_graph:
         with connect_from_options(uri, user, password, database) as conn:
-            write_labels(conn, [o.directory for o in outcomes])
+            write_labels(conn, [o.directory for o in outcomes], log=echo_err)
             if concept_labels:
                 from .labelling.concepts import write_concept_labels_to_graph
 

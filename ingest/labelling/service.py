@@ -116,7 +116,7 @@ LABEL_WRITES: tuple[tuple[str, str], ...] = (
         "g.part_of_class = null, g.label_source = null, g.labelled_at = null, g.caption = g.layer + ' g' + toString(g.index)",
     ),
     ("clear_relations", "MATCH (g:NeuronGroup {class: $cls})-[e:FLOWS_TO]->(:NeuronGroup) SET e.relation = null"),
-    ("groups", "UNWIND $groups AS r MATCH (g:NeuronGroup {uid: r.uid}) WHERE g.class = $cls SET g += r.props"),
+    ("groups", "UNWIND $groups AS r MATCH (g:NeuronGroup {uid: r.uid}) WHERE g.class = $cls SET g += r.props RETURN count(g) AS n"),
     (
         "relations",
         "UNWIND $relations AS r MATCH (a:NeuronGroup {uid: r.child}) MATCH (a)-[e:FLOWS_TO]->(b:NeuronGroup {uid: r.parent}) SET e.relation = r.relation",
@@ -169,7 +169,7 @@ def write_labels(conn, artifact_dirs: Sequence[Path], *, log: Callable[[str], No
 
     Only labels made for the artifact as it is are written (see
     :func:`~neurflow.ingest.labelling.read_labels`); a class with none gets its labels
-    cleared. Returns ``{class uid: labelled groups}``.
+    cleared. Returns ``{class uid: groups labelled in the graph}`` (0 for a class not loaded).
     """
     import neo4j
     from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
@@ -188,19 +188,28 @@ def write_labels(conn, artifact_dirs: Sequence[Path], *, log: Callable[[str], No
         params = label_rows(model_uid(circuit.model_name, circuit.model_fingerprint), circuit.class_index, stored)
 
         def work(tx, params=params):
-            for _, statement in LABEL_WRITES:
-                tx.run(statement, **params).consume()
+            matched = 0
+            for name, statement in LABEL_WRITES:
+                result = tx.run(statement, **params)
+                if name == "groups":
+                    record = result.single()
+                    matched = int(record["n"]) if record is not None else 0
+                else:
+                    result.consume()
+            return matched
 
         try:
             with conn.driver.session(database=conn.database, default_access_mode=neo4j.WRITE_ACCESS) as session:
-                session.execute_write(work)
+                matched = session.execute_write(work)
         except AuthError as exc:
             raise AuthenticationFailed() from exc
         except (ServiceUnavailable, SessionExpired) as exc:
             raise DatabaseUnavailable(f"the graph database became unreachable: {type(exc).__name__}") from exc
         except Neo4jError as exc:
             raise DatabaseError(f"writing labels failed ({exc.code}): {exc.message}") from exc
-        written[params["cls"]] = len(params["groups"])
-        if log:
-            log(f"  {circuit.class_name}: {len(params['groups'])} group labels and {len(params['relations'])} relations in the graph")
+        written[params["cls"]] = matched
+        if log and params["groups"] and matched == 0:
+            log(f"  {circuit.class_name}: not in the graph (load it first: neurflow load {directory}); its labels stay beside the artifact")
+        elif log:
+            log(f"  {circuit.class_name}: {matched} group labels and {len(params['relations'])} relations in the graph")
     return written

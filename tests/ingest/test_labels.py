@@ -164,8 +164,15 @@ def test_labels_survive_a_reload_and_are_dropped_when_the_artifact_changes(graph
 
 
 def test_label_command_with_annotations(graph, class_dirs, image_folder, tmp_path):
+    from neurflow.ingest.labelling import write_labels
     from neurflow.ingest.pipeline import load
 
+    ann0 = write_maps(tmp_path / "ann0", image_folder, lambda n, i: np.zeros((40, 48)))
+    label_classes([class_dirs[0]], AnnotationsLabeller(read_annotations(ann0)))
+    said: list[str] = []
+    assert list(write_labels(graph, [class_dirs[0]], log=said.append).values()) == [0]  # not loaded: nothing matched
+    assert "not in the graph (load it first" in said[0]
+    (class_dirs[0] / LABELS_FILE).unlink()
     load(graph.driver, graph.database, class_dirs, log=lambda _m: None)
     ann = write_maps(tmp_path / "ann", image_folder, lambda n, i: np.full((40, 48), CONCEPTS.index(n)))
     out = class_dirs[0].parent.parent
