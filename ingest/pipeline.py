@@ -77,6 +77,11 @@ def artifact_dir(out: Path, model_name: str, class_index: int, class_name: str) 
     return Path(out) / _slug(model_name) / f"{class_index:04d}-{_slug(class_name)}"
 
 
+def transitions_dir(directory: Path) -> Path:
+    """Where a class's build keeps its per-transition state until its artifact is written."""
+    return directory.with_name(directory.name + ".transitions")
+
+
 def resolve_device(name: str):
     """``auto`` -> CUDA when available, else CPU."""
     import torch
@@ -158,6 +163,7 @@ def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log
 
     from neurflow import build_circuit, save_circuit, select_class_images
     from neurflow.fingerprint import model_fingerprint
+    from neurflow.resume import TransitionStore
 
     from .images import load_class_images, resolve_classes, scan_data
     from .models import load_model
@@ -205,6 +211,7 @@ def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log
                     )
             stage_times: dict[str, float] = {}
             timed = _timed_progress(progress, stage_times)
+            resume = TransitionStore(transitions_dir(directory), key)
             circuit = build_circuit(
                 model,
                 tensor[torch.as_tensor(used, device=device)],
@@ -215,10 +222,12 @@ def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log
                 class_name=name,
                 image_ids=[imgs.ids[i] for i in used],
                 progress=timed,
+                resume=resume,
             )
             if (directory / RUN_FILE).exists():
                 (directory / RUN_FILE).unlink()
             save_circuit(circuit, directory)
+            resume.clear()  # the artifact is on disk: the per-transition state is no longer needed
             n_thumbs = _write_thumbnails(circuit, tensor[torch.as_tensor(used, device=device)], spec.preprocess, directory) if req.thumbnails else 0
             finished = time.time()
             run = {

@@ -34,6 +34,7 @@ from .clustering import closest_to_centre, ward_silhouette
 from .layout import channels_last
 from .fingerprint import data_fingerprint, environment, model_fingerprint
 from .patches import PatchGrid, make_patch_grid
+from .resume import HypertreeState, TransitionStore
 from .segments import ModelSplit, split_model
 
 __all__ = ["build_circuit", "select_class_images", "ProgressFactory"]
@@ -78,6 +79,7 @@ def build_circuit(
     class_name: str | None = None,
     image_ids: Sequence[str] | None = None,
     progress: ProgressFactory | None = None,
+    resume: TransitionStore | None = None,
 ) -> Circuit:
     """Build the hypertree and the concept circuit of one class.
 
@@ -91,6 +93,10 @@ def build_circuit(
         class_name: stored in the artifact (default ``str(class_index)``).
         image_ids: one id per image (default ``"0"``, ``"1"``, ...).
         progress: optional progress-bar factory.
+        resume: where to keep the hypertree's state after each transition, and to resume
+            from (:class:`~neurflow.resume.TransitionStore`; its key should name the model,
+            layers and settings; the build adds the images' fingerprint and the class).
+            The caller clears it once the artifact is written.
 
     Returns:
         The :class:`Circuit`.
@@ -132,7 +138,10 @@ def build_circuit(
         n_logits = acts[split.layers[0]].shape[1]
         if not 0 <= class_index < n_logits:
             raise ValueError(f"class index {class_index} is out of range for layer '{split.layers[0]}' with {n_logits} units")
-        targets_out, sgs, edges = _hypertree(split, images, grid, acts, maps, class_index, config, progress)
+        store = None
+        if resume is not None:
+            store = TransitionStore(resume.directory, f"{resume.key}|{data_fingerprint(images, ids)}|{int(class_index)}")
+        targets_out, sgs, edges = _hypertree(split, images, grid, acts, maps, class_index, config, progress, store)
         groups, group_edges = _concept_circuit(split.layers, sgs, edges, acts, config)
 
     neuron_acts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -198,14 +207,27 @@ def _hypertree(
     class_index: int,
     config: CircuitConfig,
     progress: ProgressFactory | None,
+    store: TransitionStore | None = None,
 ) -> tuple[list[CoreNeurons], list[SemanticGroup], list[HypertreeEdge]]:
-    """Expand the hypertree layer by layer from the class logit down (Sections 3.3-3.4)."""
+    """Expand the hypertree layer by layer from the class logit down (Sections 3.3-3.4).
+
+    With a ``store``, the state after each transition is saved, and a build resumes after
+    the transitions a stored state (of the same inputs) already holds.
+    """
     layers = split.layers
     targets = [class_index]
     results: list[CoreNeurons] = []
     sgs: list[SemanticGroup] = []
     edges: list[HypertreeEdge] = []
-    for upper, lower in zip(layers[:-1], layers[1:]):
+    state = store.load() if store is not None else None
+    done = 0
+    if state is not None and state.done < len(layers):
+        done, targets = state.done, list(state.targets)
+        results, sgs, edges = list(state.cores), list(state.semantic_groups), list(state.edges)
+    for i, (upper, lower) in enumerate(zip(layers[:-1], layers[1:])):
+        if i < done:
+            maps.pop(lower, None)  # finished before: its kept feature maps are not needed
+            continue
         upper_acts, lower_acts = acts[upper], acts[lower].double().numpy()
         concepts = [top_k(upper_acts[:, a], config.k) for a in targets]  # V_a per target
         union = np.unique(np.concatenate(concepts))  # [U]
@@ -268,6 +290,8 @@ def _hypertree(
                 next_targets.update(int(c) for c in core)
                 bar.update(1)
         targets = sorted(next_targets)
+        if store is not None:
+            store.save(HypertreeState(i + 1, tuple(targets), tuple(results), tuple(sgs), tuple(edges)))
     # The lowest layer has no layer below: its neurons' concepts are clustered in their own
     # activation space.
     lowest = layers[-1]
