@@ -13,6 +13,7 @@ Class              ``{model}/c{index}``                         the class
 SemanticGroup      ``{class}/{layer}/{channel}/s{j}``           the class
 NeuronGroup        ``{class}/{layer}/g{index}``                 the class
 Patch              ``{class}/p{patch_id}``                      the class (exemplars only)
+GroupPaths         ``{class}/{layer}/g{index}/paths``           the class (path figures)
 Run                ``run-{timestamp}-{hash}``                   the run that computed it
 =================  ===========================================  ==========================
 """
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from neurflow.circuit import Circuit, NeuronRef
+
+from .path_figures import TOP_PATHS, PathEdge, path_figures
 
 __all__ = ["GraphRows", "circuit_rows", "label_props", "patch_props", "model_uid", "class_uid", "neuron_uid", "layer_uid", "sg_uid", "group_uid", "patch_uid"]
 
@@ -106,7 +109,8 @@ class GraphRows:
 
 
 def circuit_rows(
-    circuit: Circuit, *, run: dict | None = None, artifact_dir: Path | None = None, thumbnails: dict[int, str] | None = None, labels=None
+    circuit: Circuit, *, run: dict | None = None, artifact_dir: Path | None = None, thumbnails: dict[int, str] | None = None, labels=None,
+    top_paths: int = TOP_PATHS,
 ) -> GraphRows:
     """Build the rows that load one circuit (see :mod:`neurflow.ingest.graph_writer`).
 
@@ -117,6 +121,8 @@ def circuit_rows(
         thumbnails: patch id -> thumbnail file path.
         labels: the artifact's stored labels (``neurflow.ingest.labelling.ClassLabels``, read
             only when made for this artifact), or None.
+        top_paths: strongest paths to the root kept per group (``GroupPaths`` nodes, read by
+            trace_class and trace_group_up; see :mod:`neurflow.ingest.path_figures`).
 
     Returns:
         :class:`GraphRows` with one list of parameter rows per statement.
@@ -151,6 +157,7 @@ def circuit_rows(
                 "k": circuit.config.k,
                 "steps": circuit.config.steps,
                 "artifact": str(artifact_dir) if artifact_dir is not None else None,
+                "paths_kept": top_paths,
             },
         }
     ]
@@ -187,6 +194,22 @@ def circuit_rows(
         }
         for e in circuit.edges
     ]
+    into_parent: dict[tuple[str, int], float] = {}
+    for e in circuit.group_edges:
+        into_parent[(e.parent_layer, e.parent_index)] = into_parent.get((e.parent_layer, e.parent_index), 0.0) + abs(e.weight)
+
+    def share(e) -> float:
+        # the fraction of the parent's incoming |W| this edge carries; a path's product of
+        # shares is the fraction of the root's attribution routed along it
+        total = into_parent[(e.parent_layer, e.parent_index)]
+        return abs(e.weight) / total if total > 0 else 0.0
+
+    # path figures by dynamic programs over the layered DAG (no path enumeration)
+    figures = path_figures(
+        {group_uid(c, g.layer, g.index): depth[g.layer] for g in circuit.groups},
+        [PathEdge(group_uid(c, e.child_layer, e.child_index), group_uid(c, e.parent_layer, e.parent_index), share(e), e.weight) for e in circuit.group_edges],
+        top_paths,
+    )
     group_labels = labels.groups if labels is not None else {}
     relations = labels.relations if labels is not None else {}
     r["neuron_group"] = [
@@ -205,25 +228,27 @@ def circuit_rows(
                 "n_patches": len(g.patch_ids),
                 "root": depth[g.layer] == 0,
                 **label_props(g.layer, g.index, group_labels.get((g.layer, g.index))),
+                **_figure_props(figures[group_uid(c, g.layer, g.index)]),
             },
         }
         for g in circuit.groups
     ]
+    index_of = {group_uid(c, g.layer, g.index): g.index for g in circuit.groups}
+    r["group_paths"] = [
+        {"uid": f"{uid}/paths", "props": {"class": c, "group": uid, "depth": depth[g.layer], **_top_props(figures[uid], index_of)}}
+        for g in circuit.groups
+        for uid in (group_uid(c, g.layer, g.index),)
+    ]
     r["member_of"] = [
         {"sg": sg_uid(c, mem.neuron, mem.semantic_group), "group": group_uid(c, g.layer, g.index)} for g in circuit.groups for mem in g.members
     ]
-    into_parent: dict[tuple[str, int], float] = {}
-    for e in circuit.group_edges:
-        into_parent[(e.parent_layer, e.parent_index)] = into_parent.get((e.parent_layer, e.parent_index), 0.0) + abs(e.weight)
     r["flows_to"] = [
         {
             "child": group_uid(c, e.child_layer, e.child_index),
             "parent": group_uid(c, e.parent_layer, e.parent_index),
             "weight": e.weight,
             "abs_weight": abs(e.weight),
-            # the fraction of the parent's incoming |W| this edge carries; a path's product of
-            # shares is the fraction of the root's attribution routed along it
-            "share": abs(e.weight) / into_parent[(e.parent_layer, e.parent_index)] if into_parent[(e.parent_layer, e.parent_index)] > 0 else 0.0,
+            "share": share(e),
             "n_edges": e.n_edges,
             "relation": rel.relation if (rel := relations.get((e.child_layer, e.child_index, e.parent_layer, e.parent_index))) else None,
         }
@@ -249,3 +274,20 @@ def circuit_rows(
     if run is not None:
         r["run"] = [{"uid": run["uid"], "cls": c, "props": {k: v for k, v in run.items() if k != "uid"}}]
     return out
+
+
+def _figure_props(f) -> dict:
+    """NeuronGroup properties of its path figures (:class:`~neurflow.ingest.path_figures.GroupPaths`)."""
+    return {"root_share": f.root_share, "best_path": f.best_path, "n_paths": f.n_paths}
+
+
+def _top_props(f, index_of: dict[str, int]) -> dict:
+    """GroupPaths properties: the kept paths as parallel lists (a path of a group at depth d has
+    d + 1 groups, so ``indices`` holds path i's group indices, bottom up, at [i*(d+1), (i+1)*(d+1)))."""
+    return {
+        "n_paths": f.n_paths,
+        "kept": len(f.top),
+        "weights": [w for w, _, _ in f.top],
+        "signed": [s for _, s, _ in f.top],
+        "indices": [index_of[u] for _, _, path in f.top for u in path],
+    }

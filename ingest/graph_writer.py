@@ -36,11 +36,12 @@ __all__ = ["SCHEMA", "WRITES", "CLASS_CLEANUP", "WriteStats", "batched", "ensure
 SCHEMA: tuple[str, ...] = (
     *(
         f"CREATE CONSTRAINT {label.lower()}_uid IF NOT EXISTS FOR (n:{label}) REQUIRE n.uid IS UNIQUE"
-        for label in ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "Run", "Concept", "Image")
+        for label in ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "Run", "Concept", "Image", "GroupPaths")
     ),
     "CREATE INDEX semantic_group_class IF NOT EXISTS FOR (n:SemanticGroup) ON (n.class)",
     "CREATE INDEX neuron_group_class IF NOT EXISTS FOR (n:NeuronGroup) ON (n.class)",
     "CREATE INDEX patch_class IF NOT EXISTS FOR (n:Patch) ON (n.class)",
+    "CREATE INDEX group_paths_class IF NOT EXISTS FOR (n:GroupPaths) ON (n.class)",
     "CREATE INDEX class_name IF NOT EXISTS FOR (n:Class) ON (n.name)",
     "CREATE INDEX neuron_layer IF NOT EXISTS FOR (n:Neuron) ON (n.layer)",
 )
@@ -72,6 +73,8 @@ WRITES: dict[str, str] = {
         "e.importance = r.importance, e.rank = r.rank, e.class = r.cls"
     ),
     "neuron_group": "UNWIND $rows AS r MERGE (g:NeuronGroup {uid: r.uid}) SET g += r.props",
+    # a group's strongest paths to the root (path_figures.py); read by trace_class and trace_group_up
+    "group_paths": "UNWIND $rows AS r MERGE (t:GroupPaths {uid: r.uid}) SET t += r.props",
     "member_of": "UNWIND $rows AS r MATCH (s:SemanticGroup {uid: r.sg}) MATCH (g:NeuronGroup {uid: r.group}) MERGE (s)-[:MEMBER_OF]->(g)",
     "flows_to": (
         "UNWIND $rows AS r MATCH (a:NeuronGroup {uid: r.child}) MATCH (b:NeuronGroup {uid: r.parent}) "
@@ -103,6 +106,7 @@ CLASS_CLEANUP: tuple[str, ...] = (
     "MATCH (c:Class {uid: $cls}) REMOVE " + ", ".join(f"c.{p}" for p in CLASS_DEBUG_PROPS),
     "MATCH (s:SemanticGroup {class: $cls}) DETACH DELETE s",
     "MATCH (g:NeuronGroup {class: $cls}) DETACH DELETE g",
+    "MATCH (t:GroupPaths {class: $cls}) DETACH DELETE t",
     "MATCH (p:Patch {class: $cls}) DETACH DELETE p",
     "MATCH (c:Class {uid: $cls})-[b:BUILT_BY]->(:Run) DELETE b",
     "MATCH (run:Run) WHERE NOT EXISTS { (run)<-[:BUILT_BY]-(:Class) } DELETE run",

@@ -6,7 +6,11 @@
 // express the concept and how much of the class's attribution flows through the group:
 // root_share = the sum over the group's paths to its class root of the product of
 // FLOWS_TO.share (see trace_class), best_path = the largest such product; in_weight and
-// out_weight = the sums of |W| of its incoming and outgoing FLOWS_TO.
+// out_weight = the sums of |W| of its incoming and outgoing FLOWS_TO. root_share and
+// best_path are precomputed at load by dynamic programs over the layered DAG
+// (NeuronGroup.root_share, NeuronGroup.best_path; ingest/path_figures.py).
+// Cost: the concept's semantic groups and their neuron groups, across every class that
+// uses the concept (grows with the classes sharing it, not with the whole graph).
 //
 // Parameters:
 //   $concept string: the concept uid ('{model uid}/{layer}/k{index}'), as returned by the concepts query
@@ -30,13 +34,8 @@
 //   out_weight float: sum of |W| of the group's outgoing FLOWS_TO
 MATCH (k:Concept {uid: $concept})<-[:EXPRESSES]-(:SemanticGroup)-[:MEMBER_OF]->(g:NeuronGroup)
 WITH DISTINCT k, g
-MATCH (c:Class {uid: g.class})-[:ROOT]->(root:NeuronGroup)
-CALL (g, root) {
-  MATCH p = (g)-[:FLOWS_TO*0..]->(root)
-  WITH reduce(w = 1.0, r IN relationships(p) | w * r.share) AS w
-  RETURN sum(w) AS root_share, max(w) AS best_path
-}
-WITH k, c, g, root_share, best_path
+MATCH (c:Class {uid: g.class})-[:ROOT]->(:NeuronGroup)
+WITH k, c, g, g.root_share AS root_share, g.best_path AS best_path
 ORDER BY root_share DESC, c.index, g.uid
 LIMIT $limit
 RETURN k.uid AS concept,

@@ -7,7 +7,9 @@
 // above), which groups of other classes share its neurons (SIMILAR_TO), and, after
 // `neurflow debug`, how biased it is and which images it drives. One row.
 // root_share: the fraction of the root's attribution that flows through the group, the
-// sum over its paths to the root of the product of FLOWS_TO.share (see trace_class).
+// sum over its paths to the root of the product of FLOWS_TO.share (see trace_class),
+// precomputed at load by a dynamic program over the layered DAG (NeuronGroup.root_share).
+// Cost: one group and its neighbourhood; no whole-graph scan.
 //
 // Parameters:
 //   $group string: the neuron group uid ('{class uid}/{layer}/g{index}'), as returned by trace_class
@@ -38,11 +40,7 @@
 //   drops list<map>: {source, rank, logit_drop, target, path} per DROPS link written by `neurflow debug` (the images, source 'tp'/'fp'/'user', and patches, source 'patch', whose class logit drops most when the group is masked), by source then rank
 //   bias map: the `neurflow debug` evidence {bias_score, bias_rank, biased, verdict, causes_fp, spurious, q_value, draws, confusers, collateral_tp, fp_metric, tp_metric, user_metric, mask_fp_flip, mask_tp_flip, random_fp_flip, random_tp_flip, effect_fp_flip, effect_z, effect_p (the permutation p-value), mask_tp_drop, mask_tp_logit_drop, random_tp_drop, z_tp_drop, shared_classes, shared_fraction} (see biased_groups and fp_causes; all null before debug)
 MATCH (g:NeuronGroup {uid: $group})
-MATCH (c:Class {uid: g.class})-[:ROOT]->(root:NeuronGroup)
-CALL (g, root) {
-  MATCH p = (g)-[:FLOWS_TO*0..]->(root)
-  RETURN sum(reduce(w = 1.0, r IN relationships(p) | w * r.share)) AS root_share
-}
+MATCH (c:Class {uid: g.class})-[:ROOT]->(:NeuronGroup)
 RETURN g.uid AS group,
        c.uid AS class,
        c.name AS class_name,
@@ -92,7 +90,7 @@ RETURN g.uid AS group,
          RETURN {group: parent.uid, layer: parent.layer, label: parent.label, weight: r.weight, abs_weight: r.abs_weight,
                  share: r.share, n_edges: r.n_edges, relation: r.relation}
        } AS outgoing,
-       root_share,
+       g.root_share AS root_share,
        COLLECT {
          MATCH (g)-[r:SIMILAR_TO]-(other:NeuronGroup)
          WITH other, r

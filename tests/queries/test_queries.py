@@ -154,7 +154,8 @@ def test_trace_class_paths_end_at_the_root_strongest_first(loaded):
         assert r["layers"] == [circuit.layers[deepest - i] for i in range(deepest + 1)]
         w, s = expected[tuple(r["groups"])]
         assert r["weight"] == pytest.approx(w, rel=1e-9)
-        assert r["signed_weight"] == pytest.approx(s, rel=1e-9)
+        # signed_weight = sign(product of the signed W) x weight (was the raw product of W)
+        assert r["signed_weight"] == pytest.approx(math.copysign(w, s), rel=1e-9) and abs(r["signed_weight"]) <= 1 + 1e-12
         assert r["weight"] == pytest.approx(math.prod(r["shares"]), rel=1e-9)
         assert [n["uid"] for n in r["path"].nodes] == r["groups"]
         assert all(rel.type == "FLOWS_TO" for rel in r["path"].relationships)
