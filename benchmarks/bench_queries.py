@@ -44,8 +44,29 @@ from typing import Any
 
 import numpy as np
 
-LAYERS = ("fc", "layer4", "layer3", "layer2")
-POOLS = {"layer4": 512, "layer3": 256, "layer2": 128}
+#: Circuit shapes. "paper": the paper's depth (resnet50 from the logit down to layer2.3: 11
+#: layers, 10 transitions) with up to 10 neuron groups per layer, kept small elsewhere (few
+#: neurons per layer, 1-2 semantic groups per neuron, 1 exemplar) so that 200 classes load in
+#: minutes on the embedded database; "shallow": the earlier 4-layer workload.
+SHAPES = {
+    "paper": {
+        "layers": ("fc", "layer4.2", "layer4.1", "layer4.0", "layer3.5", "layer3.4", "layer3.3", "layer3.2", "layer3.1", "layer3.0", "layer2.3"),
+        "pools": {"layer4": 2048, "layer3": 1024, "layer2": 512},
+        "neurons": (12, 19), "semantic_groups": (1, 2), "groups": (6, 11), "tau": 5, "exemplars": 1,
+    },
+    "shallow": {
+        "layers": ("fc", "layer4", "layer3", "layer2"),
+        "pools": {"layer4": 512, "layer3": 256, "layer2": 128},
+        "neurons": (16, 51), "semantic_groups": (2, 6), "groups": (5, 11), "tau": 16, "exemplars": 4,
+    },
+}
+LAYERS = SHAPES["paper"]["layers"]
+POOLS = SHAPES["paper"]["pools"]
+SHAPE = SHAPES["paper"]
+
+
+def _pool(layer: str) -> int:
+    return POOLS[layer.split(".")[0]]
 MODEL_NAME = "synth"
 FINGERPRINT = "sha256:" + "5eed" * 16
 
@@ -93,7 +114,7 @@ def synth_circuit(rng: np.random.Generator, class_index: int, *, tau: int, n_exe
     neurons: dict[str, list[int]] = {"fc": [class_index]}
     cores: dict[NeuronRef, list[int]] = {}
     for upper, lower in zip(LAYERS[:-1], LAYERS[1:]):
-        pool = _popular(rng, POOLS[lower], int(rng.integers(16, 51)))
+        pool = _popular(rng, _pool(lower), int(rng.integers(*SHAPE["neurons"])))
         for a in neurons[upper]:
             cores[NeuronRef(upper, a)] = [int(c) for c in rng.choice(pool, size=min(tau, len(pool)), replace=False)]
         neurons[lower] = sorted({c for a in neurons[upper] for c in cores[NeuronRef(upper, a)]})
@@ -103,7 +124,7 @@ def synth_circuit(rng: np.random.Generator, class_index: int, *, tau: int, n_exe
         space = LAYERS[min(LAYERS.index(layer) + 1, len(LAYERS) - 1)]
         for ch in neurons[layer]:
             ref = NeuronRef(layer, ch)
-            n_sg[ref] = int(rng.integers(2, 6))
+            n_sg[ref] = int(rng.integers(*SHAPE["semantic_groups"]))
             for j in range(n_sg[ref]):
                 pids = tuple(int(p) for p in np.sort(rng.choice(n_patches, size=int(rng.integers(3, 15)), replace=False)))
                 sgs.append(
@@ -123,7 +144,7 @@ def synth_circuit(rng: np.random.Generator, class_index: int, *, tau: int, n_exe
     groups: list[NeuronGroup] = []
     for depth, layer in enumerate(LAYERS):
         items = [s for s in sgs if s.neuron.layer == layer]
-        n_groups = 1 if depth == 0 else int(min(len(items), rng.integers(5, 11)))
+        n_groups = 1 if depth == 0 else int(min(len(items), rng.integers(*SHAPE["groups"])))
         labels = np.concatenate([np.arange(n_groups), rng.integers(0, n_groups, size=len(items) - n_groups)])
         rng.shuffle(labels)
         for g in range(n_groups):
@@ -247,6 +268,7 @@ def _load(conn, args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
     model = model_uid(MODEL_NAME, FINGERPRINT)
     circuits, write_s, rels, rows_total = [], 0.0, 0, 0
     t_synth = 0.0
+    per_class: list[dict[str, float]] = []  # nodes, relationships, seconds and paths of each class
     for i in range(args.classes):
         t0 = time.perf_counter()
         c = synth_circuit(rng, i, tau=args.tau, n_exemplars=args.exemplars)
@@ -256,6 +278,12 @@ def _load(conn, args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
         stats = write_class(conn.driver, conn.database, rows, batch_size=args.batch)
         write_s += stats.seconds
         rels += stats.relationships
+        deepest = [r["props"] for r in rows.rows["neuron_group"] if r["props"]["depth"] == len(LAYERS) - 1]
+        per_class.append({
+            "nodes": sum(rows.count(k) for k in ("class", "semantic_group", "neuron_group", "group_paths", "patch", "run")),
+            "relationships": stats.relationships, "seconds": stats.seconds, "groups": rows.count("neuron_group"), "flows_to": rows.count("flows_to"),
+            "paths_from_deepest": sum(p["n_paths"] for p in deepest),
+        })
         rows_total += sum(stats.rows.values())
         if (i + 1) % max(1, args.classes // 10) == 0 or i + 1 == args.classes:
             print(f"  loaded {i + 1}/{args.classes} classes: {rels} relationship rows in {write_s:.0f} s ({rels / max(write_s, 1e-9):.0f}/s)", file=sys.stderr, flush=True)
@@ -295,6 +323,8 @@ def _load(conn, args: argparse.Namespace, rng: np.random.Generator) -> dict[str,
         "synthesis_seconds": round(t_synth, 1),
         "relationship_rows": rels + sum(len(v) for k, v in atlas.items() if k != "concept"),
         "rows": rows_total + sum(len(v) for v in atlas.values()),
+        "per_class": {k: {"mean": round(float(np.mean([x[k] for x in per_class])), 2), "min": min(x[k] for x in per_class),
+                          "max": max(x[k] for x in per_class)} for k in per_class[0]},
     }
 
 
@@ -320,14 +350,20 @@ def query_params(state: dict[str, Any], rng: np.random.Generator) -> dict[str, A
         "concepts": {"model": MODEL_NAME},
         "concept_classes": {"concept": concept},
         "biased_groups": {},
+        "fp_causes": {},
         "unfaithful_classes": {},
+        "class_circuit": {"class": ca.class_name},
+        "group_exemplars": {"groups": [f"{model}/c{ca.class_index}/{g.layer}/g{g.index}" for g in ca.groups[:20]]},
+        "media_files": {"uids": [f"{model}/c{ca.class_index}/p{p}" for p in g_any.exemplar_ids]},
+        "find_concept": {"text": "flowers"},
     }
 
 
 def time_queries(conn, state: dict[str, Any], args: argparse.Namespace, rng: np.random.Generator) -> dict[str, dict[str, float]]:
     from neurflow.queries import load_queries, run_query
 
-    names = [n for n in load_queries() if not args.only or n in args.only]
+    # find_concept_fulltext needs Neo4j's full-text index (the embedded database has none)
+    names = [n for n in load_queries() if (not args.only or n in args.only) and n in query_params(state, rng)]
     results: dict[str, dict[str, float]] = {}
     for name in names:
         times, rows = [], []
@@ -357,8 +393,10 @@ def time_queries(conn, state: dict[str, Any], args: argparse.Namespace, rng: np.
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=200, help="classes to synthesise and load (default 200)")
-    parser.add_argument("--tau", type=int, default=16, help="core neurons per target (default 16, the paper's)")
-    parser.add_argument("--exemplars", type=int, default=4, help="exemplar patches per semantic/neuron group (default 4)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="paper",
+                        help="paper: 11 layers (logit to layer2.3), up to 10 groups per layer (default); shallow: the earlier 4-layer workload")
+    parser.add_argument("--tau", type=int, default=None, help="core neurons per target (default: the shape's, 6 paper / 16 shallow)")
+    parser.add_argument("--exemplars", type=int, default=None, help="exemplar patches per semantic/neuron group (default: the shape's, 1 / 4)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per query (default 20)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per query first (default 2)")
     parser.add_argument("--batch", type=int, default=2000, help="UNWIND batch size (default 2000)")
@@ -371,6 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.classes < 2:
         parser.error("--classes must be at least 2")
+    global LAYERS, POOLS, SHAPE
+    SHAPE = SHAPES[args.shape]
+    LAYERS, POOLS = SHAPE["layers"], SHAPE["pools"]
+    args.tau = SHAPE["tau"] if args.tau is None else args.tau
+    args.exemplars = SHAPE["exemplars"] if args.exemplars is None else args.exemplars
 
     home = tempfile.mkdtemp(prefix="neurflow-bench-queries-")
     os.environ["NEURFLOW_HOME"] = home  # a throwaway embedded server, never the user's
@@ -397,10 +440,12 @@ def main(argv: list[str] | None = None) -> int:
 
     doc = {
         "benchmark": "queries",
-        "workload": {"classes": args.classes, "layers": list(LAYERS), "pools": POOLS, "tau": args.tau, "exemplars": args.exemplars,
-                     "neurons_per_layer": "16-50", "semantic_groups_per_neuron": "2-5", "groups_per_layer": "5-10",
+        "workload": {"classes": args.classes, "shape": args.shape, "layers": list(LAYERS), "pools": POOLS, "tau": args.tau, "exemplars": args.exemplars,
+                     "neurons_per_layer": f"{SHAPE['neurons'][0]}-{SHAPE['neurons'][1] - 1}",
+                     "semantic_groups_per_neuron": f"{SHAPE['semantic_groups'][0]}-{SHAPE['semantic_groups'][1] - 1}",
+                     "groups_per_layer": f"{SHAPE['groups'][0]}-{SHAPE['groups'][1] - 1}",
                      "runs": args.runs, "warmup": args.warmup, "seed": args.seed, "batch": args.batch, "heap": args.heap, "writer": args.writer},
-        "graph": {"nodes": nodes, "relationships": rels, "counts": counts},
+        "graph": {"nodes": nodes, "relationships": rels, "counts": counts, "per_class": state["per_class"]},
         "load": {"server_start_seconds": round(start_s, 1), "write_seconds": state["load_seconds"],
                  "relationships_per_second": round(state["relationship_rows"] / max(state["load_seconds"] + state["atlas_and_properties_seconds"], 1e-9)),
                  "atlas_and_properties_seconds": state["atlas_and_properties_seconds"], "synthesis_seconds": state["synthesis_seconds"]},
@@ -414,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{args.classes} classes: {nodes} nodes, {rels} relationships; loaded in {state['load_seconds']} s "
           f"(+ atlas/properties {state['atlas_and_properties_seconds']} s); {args.runs} runs per query\n")
+    pc = state["per_class"]
+    print("per class: " + ", ".join(f"{k} {v['mean']} (min {v['min']}, max {v['max']})" for k, v in pc.items()) + "\n")
     print(f"{'query':<20} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} {'rows':>7}")
     for name, r in results.items():
         print(f"{name:<20} {r['p50_ms']:>9.1f} {r['p95_ms']:>9.1f} {r['max_ms']:>9.1f} {r['mean_rows']:>7.1f}")

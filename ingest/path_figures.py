@@ -24,8 +24,11 @@ Per group the loader stores (see :func:`path_figures`):
 All of it costs O(edges x k x log k) per class instead of enumerating the up to 10^(depth - 1)
 paths. The stored ``weight`` of a path is multiplied left to right from its start group, as
 ``reduce(w = 1.0, r IN relationships(p) | w * r.share)`` did, so values agree to the last bit
-with the old queries; the k-best selection may differ from exhaustive enumeration only between
-paths whose weights differ by a rounding error at the k-th place.
+with the old queries. The k-best selection keeps near-ties of the k-th path (weights equal up to
+rounding) and re-ranks them on the left-to-right products, so it may differ from exhaustive
+enumeration only among more than k paths tied to rounding at the k-th place, or among paths of
+weight exactly 0 (an edge with W = 0, which real circuits do not have), ranked by uid only as
+far as the parents' kept lists reach.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = ["TOP_PATHS", "GroupPaths", "PathEdge", "path_figures", "brute_force_p
 #: these when some group at its start depth has more paths).
 TOP_PATHS = 20
 INT64_MAX = 2**63 - 1
+_TIE = 1e-9  # relative: products of the same shares in another order agree far closer than this
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,11 @@ def path_figures(depth: Mapping[str, int], edges: Iterable[PathEdge], k: int = T
             raise ValueError(f"FLOWS_TO {e.child} -> {e.parent} does not go one layer up")
         ups[e.child].append(e)
     out: dict[str, GroupPaths] = {}
+    kept: dict[str, list[tuple[float, float, list[str]]]] = {}  # the top k and its near-ties
     for g in sorted(depth, key=lambda g: (depth[g], g)):  # parents before children
         if depth[g] == 0:
             out[g] = GroupPaths(1.0, 1, [(1.0, 1.0, [g])])
+            kept[g] = out[g].top
             continue
         share_sum, count = 0.0, 0
         # k-best merge: every parent's kept paths are already in order; a candidate's key is
@@ -102,16 +108,20 @@ def path_figures(depth: Mapping[str, int], edges: Iterable[PathEdge], k: int = T
             p = out[e.parent]
             share_sum += e.share * p.root_share
             count += p.n_paths
-            for w, s, chain in p.top:
+            for w, s, chain in kept[e.parent]:
                 path = [g, *chain]
                 candidates.append((-(e.share * w), "".join(u + " " for u in path), path, e))
-        best = heapq.nsmallest(k, candidates, key=lambda c: (c[0], c[1]))
-        top = []
-        for _, _, path, _ in best:
-            top.append(_figures(path, ups))
-        # recomputed left to right: re-sort on the exact figures (ties broken by the uid string)
+        # the k best by the composed product, plus up to k more within rounding of the k-th
+        # (a product taken in another order may differ in its last bits): their weights are
+        # then recomputed left to right and re-sorted, so near-ties rank as the old queries did
+        ranked = heapq.nsmallest(2 * k, candidates, key=lambda c: (c[0], c[1]))
+        if len(ranked) > k:
+            floor = -ranked[k - 1][0] * (1 - _TIE)
+            ranked = ranked[:k] + [c for c in ranked[k:] if -c[0] >= floor and -c[0] > 0]
+        top = [_figures(path, ups) for _, _, path, _ in ranked]
         top.sort(key=lambda t: (-t[0], "".join(u + " " for u in t[2])))
-        out[g] = GroupPaths(share_sum, min(count, INT64_MAX), top)
+        kept[g] = top
+        out[g] = GroupPaths(share_sum, min(count, INT64_MAX), top[:k])
     return out
 
 

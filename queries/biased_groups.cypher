@@ -11,6 +11,7 @@
 // floor have the verdict "insufficient evidence" (Class.debug_verdict) and no group here.
 // bias_score in [0, 1] ranks: the share of the false positives that random sets leave that
 // masking removes, times one minus the same share of destroyed true positives.
+// Cost: whole-graph scan over the NeuronGroup nodes (every class's groups).
 //
 // Parameters:
 //   $threshold float = null: the smallest bias_score listed; null = every spurious group

@@ -9,6 +9,7 @@
 // property later writers add, such as a label) and `class_props` every property of the
 // Class node (debug verdicts, evaluation results), so readers need no change when the
 // schema grows. Rows: by depth (0 = the root group of the logit layer), then index.
+// Cost: per class (its groups and FLOWS_TO); no whole-graph scan.
 //
 // Parameters:
 //   $class string: the class, by name ('bee'), index (309 or '309') or uid (see trace_class)

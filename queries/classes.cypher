@@ -3,6 +3,7 @@
 // Answers: which classes are ingested (and under which name and index to pass as $class
 // to the other queries), are their subgraphs complete (a class being reloaded, or whose
 // load was interrupted, has complete = false), and were they debugged and evaluated?
+// Cost: whole-graph scan over the Class nodes (and their groups) of the model(s).
 //
 // Parameters:
 //   $model string = null: the model, by uid or name; null = every model

@@ -7,6 +7,7 @@
 // logit layer the sets are the two logit units, so jaccard is 0 there unless both
 // parameters name the same class. Swapping $class_a and $class_b swaps n_a/n_b and
 // the two sides of similar_groups; everything else stays the same.
+// Cost: the two classes only; no whole-graph scan.
 //
 // Parameters:
 //   $class_a string: the first class, by name, index (3 or '3') or uid (see trace_class)

@@ -4,6 +4,7 @@
 // clusters the semantic groups of all classes of a model at each layer into Concepts
 // (the concept atlas); a concept's classes are those with a semantic group in it. Pass a
 // concept's uid to concept_classes to see how each class uses it.
+// Cost: whole-graph scan over the Concept nodes of the model(s).
 //
 // Parameters:
 //   $model string = null: the model, by uid or name; null = every model

@@ -10,6 +10,7 @@
 // Portable: it runs on Neo4j 5 and on the embedded database, scanning the labelled nodes.
 // On Neo4j 5, find_concept_fulltext asks the full-text index `label_text` instead
 // (Lucene syntax and relevance; see docs/cypher-portability.md).
+// Cost: whole-graph scan over the labelled NeuronGroup and Concept nodes (no index serves CONTAINS).
 //
 // Parameters:
 //   $text string: the words to look for ('flowers', 'yellow stripes')

@@ -6,6 +6,7 @@
 // 'flowers AND NOT grass') and Lucene's relevance score. The embedded database has no
 // full-text indexes (the index is not created there and this query fails): use
 // find_concept, the portable fallback, there (docs/cypher-portability.md).
+// Cost: one full-text index lookup (Neo4j 5 only); no scan.
 //
 // Parameters:
 //   $text string: a Lucene query over label and description ('flowers', 'yellow stripes')

@@ -9,6 +9,7 @@
 // "causes false positives; part of the class" (its label says it is the class's own
 // concept: a look-alike, not a bias), or "causes false positives; spuriousness unknown"
 // (no label). biased_groups lists the spurious ones alone.
+// Cost: whole-graph scan over the NeuronGroup nodes (every class's groups).
 //
 // Parameters:
 //   $class string = null: only this class, by name, index or uid; null = every class

@@ -7,6 +7,7 @@
 // [x0, y0, x1, y1] in that image's preprocessed pixels, its scale and the thumbnail PNG
 // path written by `neurflow compute` (null when none was written). `props` holds every
 // property of the NeuronGroup node (a label, when a writer adds one).
+// Cost: the given groups only; no whole-graph scan.
 //
 // Parameters:
 //   $groups list<string>: neuron group uids, as other queries return them

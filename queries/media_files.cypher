@@ -6,6 +6,7 @@
 // Image (`neurflow debug`, the targets of DROPS) has a path (relative to the data folder,
 // or absolute for images given with --images). The web explorer and the report serve
 // only files named here. One row per given uid that exists, in the order given.
+// Cost: the given nodes only; no whole-graph scan.
 //
 // Parameters:
 //   $uids list<string>: Patch or Image uids, as group_detail and group_exemplars return them

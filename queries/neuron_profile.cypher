@@ -8,6 +8,7 @@
 // importance. A neuron that is a class's logit unit gets one row with role 'logit' for
 // that class. groups: the class's neuron groups that hold one of the neuron's own
 // semantic groups (a neuron can be in several).
+// Cost: scans every Neuron node (the OR on uid / layer:channel defeats the uid index), then one neuron across every class that uses it.
 //
 // Parameters:
 //   $neuron string: the neuron, by uid ('{model uid}/{layer}/{channel}') or by 'layer:channel' ('layer4.1:1023')

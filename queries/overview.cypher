@@ -7,6 +7,7 @@
 // evaluated and unfaithful, its concepts, when a class was last loaded) and 'runs' (one
 // row per model, count = the `neurflow compute` runs that built its classes; detail =
 // first start, last finish, total seconds). Labels and types with no data show count 0.
+// Cost: whole-graph scan (counts every label and relationship type; ArcadeDB counts relationships by scanning them).
 //
 // Parameters: none
 //

@@ -7,6 +7,7 @@
 // its groups); the logit units are left out because no two classes share one. jaccard = shared /
 // (n_neurons_query + n_neurons - shared). Classes of other models, and classes with no
 // shared neuron, are not listed. compare_classes shows where the overlap lies.
+// Cost: per class, but walks every other class that shares one of its neurons (grows with the classes).
 //
 // Parameters:
 //   $class string: the class, by name, index (3 or '3') or uid (see trace_class)

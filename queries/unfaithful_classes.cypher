@@ -12,6 +12,7 @@
 // eval_fidelity_mask_random - eval_fidelity_mask_core: how much more masking the core
 // neurons hurts than masking random ones (<= 0 fails the fidelity claim). Rows: the
 // smallest fidelity_gap first (unknown last), then by optimality_diff.
+// Cost: whole-graph scan over the Class nodes.
 //
 // Parameters:
 //   $model string = null: the model, by uid or name; null = every model
