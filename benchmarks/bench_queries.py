@@ -1,18 +1,24 @@
 #!/usr/bin/env python
 """Benchmark the query library on a large synthetic graph in a throwaway embedded server.
 
-Workload (defaults): 200 classes of one synthetic model, each a circuit shaped like a
-real one: 4 layers (logit layer + 3 below), tau = 16 core neurons per target drawn from 16-50
-neurons per layer below the logit (so 16 at the first layer, up to 50 below), 2-5 semantic groups per neuron, 5-10 neuron groups per
-layer, 4 exemplar patches per semantic and neuron group. Neurons are drawn from
-per-layer pools (512/256/128 channels) with a Zipf-like popularity, so classes share
+Workload (defaults, ``--shape paper``): 200 classes of one synthetic model, each a circuit of
+the paper's depth: 11 layers (resnet50's fc down to layer2.3), tau = 5 core neurons per target
+drawn from 12-18 popular channels per layer, one semantic group per neuron, 6-10 neuron groups
+per layer below the logit, one exemplar patch per semantic and neuron group: kept small apart
+from its depth and group count, so that 200 classes load in minutes on the embedded database,
+while each class has 10^7 FLOWS_TO paths from its deepest layer. ``--shape shallow`` is the
+earlier 4-layer workload (tau 16, 16-50 neurons per layer, 2-5 semantic groups per neuron,
+5-10 groups per layer, 4 exemplars). Neurons are drawn from
+per-layer pools with a Zipf-like popularity, so classes share
 neurons the way real classes share generic features. The circuits are real
 ``neurflow.Circuit`` objects (random weights, Eq. 4-normalised per semantic group; group
 edges summed as in Section 3.5) turned into rows by the loader's own
-``circuit_rows`` and written by its own ``write_class`` (the ``WRITES`` statements, in
+``circuit_rows`` (path figures included) and written by its own ``write_class`` (the ``WRITES`` statements, in
 managed transactions); the concept atlas rows (concepts, EXPRESSES, SIMILAR_TO with the
 atlas's top-10 / Jaccard >= 0.1 rule) are synthesised and written with ``ATLAS_WRITES``;
 ``neurflow debug`` and ``neurflow evaluate`` properties are set on every group and class.
+Reported besides latencies: nodes, relationships, load seconds, groups, FLOWS_TO and paths
+from the deepest layer per class (mean, min, max).
 
 The server is a fresh embedded ArcadeDB (``neurflow.ingest.embedded_db``) in a temporary
 ``NEURFLOW_HOME`` on free ports, stopped at the end. Each query then runs ``--runs``
