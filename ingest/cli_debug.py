@@ -28,6 +28,10 @@ def _default(name: str):
 @click.option("--classes", default="all", show_default=True)
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Optional folder of extra images to score with the group metric.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True, envvar="NEURFLOW_ARTIFACTS", help="Artifact directory of the circuits.")
+@click.option("--annotations", "annotations_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Per-pixel concept annotations of --data (the 'neurflow label --labeller annotations' format): a group is part of its "
+                   "class when the class's own concepts cover >= 0.5 of the annotated pixels where it fires in its exemplars, not part "
+                   "of it at <= 0.25. Without it, the stored concept labels decide.")
 @click.option("--alpha", type=float, default=_default("alpha"), show_default=True, help="False-discovery rate (Benjamini-Hochberg) for 'causes false positives'.")
 @click.option("--fdr-scope", type=click.Choice(["run", "class"]), default=_default("fdr_scope"), show_default=True, help="One FDR family over every class debugged together, or one per class.")
 @click.option("--min-fp", type=int, default=_default("min_fp"), show_default=True, help="Evidence floor: fewer false positives give 'insufficient evidence'.")
@@ -50,7 +54,7 @@ def _default(name: str):
 @db_options
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def debug(model, weights, data, classes, images_dir, out, alpha, fdr_scope, min_fp, draws, max_draws, max_tp, max_fp, batch_size, workers, seed, top_n,
+def debug(model, weights, data, classes, images_dir, out, annotations_dir, alpha, fdr_scope, min_fp, draws, max_draws, max_tp, max_fp, batch_size, workers, seed, top_n,
           device, input_size, mean, std, no_normalize, demo_root, fmt, no_graph, uri, user, password, database, quiet) -> None:
     """Test every neuron group of a class for causing its false positives, and for being spurious (Section 5.1).
 
@@ -86,7 +90,7 @@ def debug(model, weights, data, classes, images_dir, out, alpha, fdr_scope, min_
         mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), normalize=not no_normalize,
         demo_root=demo_root if model == "demo" else None,
     )
-    options = dict(classes=classes, images_dir=images_dir, config=config, max_tp=max_tp, max_fp=max_fp, batch_size=batch_size, workers=workers, quiet=quiet, log=echo_err)
+    options = dict(classes=classes, images_dir=images_dir, annotations=annotations_dir, config=config, max_tp=max_tp, max_fp=max_fp, batch_size=batch_size, workers=workers, quiet=quiet, log=echo_err)
     if no_graph:
         results = debug_classes(None, req, write=False, **options)
     else:

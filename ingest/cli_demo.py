@@ -85,12 +85,11 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         write_labels(conn, directories)
         write_concept_labels_to_graph(conn, label_concepts([req.out], annotations, log=None if quiet else echo_err))
         if not skip_debug:
-            try:
-                from .debugging import debug_classes  # the image debugger, when built
-            except ImportError:
-                debug_classes = None
-            if debug_classes is not None:
-                debugged = debug_classes(conn, req, classes="all", quiet=quiet)
+            from .debugging import debug_classes
+
+            # the same annotations decide whether a group that causes false positives is part of its class
+            debugged = debug_classes(conn, req, classes="all", annotations=annotations.annotations.root, quiet=quiet)
+            if debugged:
                 click.echo("")
                 click.echo("debug verdicts (false positives tested with FDR control; 'insufficient evidence' below the floor):")
                 for circuit, result in debugged:

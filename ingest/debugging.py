@@ -303,12 +303,16 @@ def part_of_class(label) -> bool | None:
     (``class_share``); it decides with :data:`OWN_SHARE` / :data:`NOT_OWN_SHARE`. A
     background split over several concepts (sky 0.3, water 0.2, grass 0.2, ...) has no
     dominant concept, yet is clearly not the class. Labellers without pixel shares (a
-    multimodal LLM) answer the question themselves (``part_of_class``).
+    multimodal LLM) answer the question themselves (``part_of_class``). With annotations
+    at hand, :func:`firing_class_shares` is better evidence: it counts only the pixels where
+    the group fires.
     """
     share = getattr(label, "class_share", None)
-    if share is None:
-        return label.part_of_class
-    return True if share >= OWN_SHARE else False if share <= NOT_OWN_SHARE else None
+    return label.part_of_class if share is None else _decide(share)
+
+
+def _decide(share: float | None) -> bool | None:
+    return None if share is None else True if share >= OWN_SHARE else False if share <= NOT_OWN_SHARE else None
 
 
 def _part_of_class(directory: Path) -> dict[tuple[str, int], bool | None]:
@@ -318,12 +322,53 @@ def _part_of_class(directory: Path) -> dict[tuple[str, int], bool | None]:
     return {key: part_of_class(label) for key, label in read_labels(directory).items()}
 
 
+def firing_class_shares(model, circuit: Circuit, class_images: torch.Tensor, annotations, preprocess: dict) -> dict[tuple[str, int], float | None]:
+    """Per group below the logit: the share of the class's own concepts among the annotated
+    pixels where the group fires in its exemplar patches (:func:`neurflow.debugging.firing_masks`).
+
+    Args:
+        class_images: the circuit's images (D_c, in ``circuit.image_ids`` order), preprocessed.
+        annotations: an :class:`~neurflow.ingest.labelling.AnnotationSet` over the data root.
+        preprocess: the model's preprocessing (``Preprocess.describe()``), to bring each label
+            map into the model input's geometry.
+
+    Returns:
+        ``(layer, group index) -> share`` (None when no annotated pixel is under any mask).
+    """
+    from neurflow.debugging import firing_masks
+    from neurflow.patches import crop_patches
+    from neurflow.segments import split_model
+
+    split = split_model(model, circuit.layers)
+    size = circuit.patches.image_size
+    own = {i for i, name in annotations.concepts.items() if name in set(annotations.own_concepts(circuit.class_name))}
+    ignore = np.array(sorted(annotations.ignore), dtype=np.int64)
+    out: dict[tuple[str, int], float | None] = {}
+    for g in circuit.groups:
+        if g.layer == circuit.layers[0]:
+            continue
+        grid = circuit.patches.subset(np.asarray(g.exemplar_ids, dtype=np.int64))
+        masks = firing_masks(split, g.layer, [n.channel for n in g.neurons], crop_patches(class_images, grid))  # [E, S, S]
+        shares = []
+        for mask, image, (x0, y0, x1, y1) in zip(masks, grid.image_index, grid.boxes):
+            labels = annotations.label_map(circuit.image_ids[int(image)], preprocess, size)[int(y0) : int(y1), int(x0) : int(x1)]
+            rows = np.minimum((np.arange(size) * labels.shape[0]) // size, labels.shape[0] - 1)  # nearest, as crop_patches resizes
+            cols = np.minimum((np.arange(size) * labels.shape[1]) // size, labels.shape[1] - 1)
+            under = labels[np.ix_(rows, cols)][mask]
+            under = under[~np.isin(under, ignore)]
+            if under.size:
+                shares.append(float(np.isin(under, list(own)).mean()))
+        out[(g.layer, g.index)] = float(np.mean(shares)) if shares else None
+    return out
+
+
 def debug_classes(
     conn,
     req,
     *,
     classes: str = "all",
     images_dir: Path | None = None,
+    annotations: Path | None = None,
     config: DebugConfig | None = None,
     max_tp: int | None = 200,
     max_fp: int | None = 500,
@@ -344,6 +389,9 @@ def debug_classes(
         req: a :class:`~neurflow.ingest.pipeline.ComputeRequest` naming model, weights,
             data and artifact directory (as used to compute the circuits).
         images_dir: optional folder of extra images to score (any layout).
+        annotations: optional per-pixel concept annotations of the data folder (the format of
+            ``neurflow label --labeller annotations``): whether a group is part of its class
+            is then decided by :func:`firing_class_shares`; otherwise by the stored labels.
         config: the debugger's settings (:class:`neurflow.debugging.DebugConfig`).
 
     Raises:
@@ -395,6 +443,11 @@ def debug_classes(
         if not rel:
             raise InputError(f"none of the {len(files)} files in '{images_dir}' could be read as an image")
         user_paths = [str(Path(images_dir) / r) for r in rel]
+    annotation_set = None
+    if annotations is not None:
+        from .labelling import read_annotations
+
+        annotation_set = read_annotations(Path(annotations))
     predictions = classify_folder(model, data, spec.preprocess, device, batch_size=batch_size, workers=workers)
     if predictions.skipped and not quiet:
         log(f"  {len(predictions.skipped)} unreadable image files skipped")
@@ -420,6 +473,9 @@ def debug_classes(
         label_of = dict(zip(predictions.ids, predictions.labels.tolist()))
         d_c, d_ids = _load_images(data.root, list(circuit.image_ids), spec.preprocess, batch_size, workers) if data.folder_of(idx) else (None, [])
         counts, fractions = shared_concepts(atlas, len(circuits), circuit)
+        part = _part_of_class(directory)
+        if annotation_set is not None and d_c is not None and d_ids == list(circuit.image_ids):
+            part.update({key: _decide(share) for key, share in firing_class_shares(model, circuit, d_c.to(device), annotation_set, spec.preprocess.describe()).items()})
         result = debug_circuit(
             model,
             circuit,
@@ -430,7 +486,7 @@ def debug_classes(
             class_images=d_c.to(device) if d_c is not None and d_ids == list(circuit.image_ids) else None,
             config=config,
             n_tests=n_tests if config.fdr_scope == "run" else None,
-            part_of_class=_part_of_class(directory),
+            part_of_class=part,
             shared_fraction=fractions or None,
             shared_classes=counts or None,
             image_ids=[*tp_ids, *fp_ids, *user_paths],

@@ -52,6 +52,7 @@ __all__ = [
     "permutation_draws",
     "assign_verdicts",
     "debug_circuit",
+    "firing_masks",
 ]
 
 
@@ -388,6 +389,40 @@ def _null(suffix, feats: torch.Tensor, n_tp: int, n_fp: int, c: int, observed: f
         p = (1 + len(hits)) / (1 + len(every))
         drawn = len(every)
     return _Null(fp_flip, stat, tp_flip, tp_prob_drop, float(min(p, 1.0)), drawn)
+
+
+@torch.no_grad()
+def firing_masks(split: ModelSplit, layer: str, channels: Sequence[int], patch_images: torch.Tensor, *, level: float = 0.5, batch: int = 64) -> np.ndarray:
+    """Where a group's neurons fire inside each patch (NetDissect's idea, for a group).
+
+    Each neuron's spatial map at ``layer`` is divided by its largest value over the patches,
+    the group's map is the mean over its neurons, upsampled (bilinear) to the patch's pixels,
+    and a pixel is in the mask when the map there is at least ``level`` times the patch's
+    maximum. Pixel annotations counted inside the mask say what the neurons respond to,
+    not what else the patch's box holds (a small object in a large patch is mostly
+    background by pixel count).
+
+    Args:
+        patch_images: ``[P, C, S, S]`` patches as the model sees them (``crop_patches``).
+
+    Returns:
+        ``[P, S, S]`` bool; all True for a layer without spatial axes, all False for a patch
+        where the group is silent.
+    """
+    size = patch_images.shape[-1]
+    if len(patch_images) == 0:
+        return np.zeros((0, size, size), dtype=bool)
+    ex = split.extractor([layer])
+    idx = torch.as_tensor(list(channels), dtype=torch.long, device=patch_images.device)
+    maps = torch.cat([ex(patch_images[i : i + batch])[layer].index_select(1, idx) for i in range(0, len(patch_images), batch)]).float()  # [P, k, *spatial]
+    if maps.dim() == 2:
+        return np.ones((len(patch_images), size, size), dtype=bool)
+    maps = maps.clamp_min(0)
+    peak = maps.amax(dim=(0, 2, 3), keepdim=True)  # [1, k, 1, 1] each neuron's largest value
+    group = (maps / torch.where(peak > 0, peak, torch.ones_like(peak))).mean(1, keepdim=True)  # [P, 1, h, w]
+    group = torch.nn.functional.interpolate(group, size=(size, size), mode="bilinear", align_corners=False)[:, 0]  # [P, S, S]
+    top = group.amax(dim=(1, 2), keepdim=True)  # [P, 1, 1]
+    return ((group >= level * top) & (top > 0)).cpu().numpy()
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from neurflow.debugging import (
     assign_verdicts,
     bias_score,
     debug_circuit,
+    firing_masks,
     permutation_draws,
 )
 from neurflow.masking import knockout
@@ -275,3 +276,28 @@ def test_masking_figures_equal_a_knockout_of_the_whole_model(tiny_circuit):
     [ranked] = assign_verdicts([result])
     assert sorted((g.layer, g.index) for g in ranked.groups) == sorted((g.layer, g.index) for g in result.groups)
     assert all(g.q_value is not None and g.q_value >= g.p_fp_flip - 1e-12 for g in ranked.groups)
+
+
+def test_firing_masks_mark_where_the_group_fires():
+    """A 1x1 identity layer: a channel's map is its input, so the mask of a group is where its
+    channels are bright (at least half the patch's peak), upsampled to the patch's pixels."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    from neurflow.segments import split_model
+
+    conv = nn.Conv2d(3, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+    model = nn.Sequential(OrderedDict(c=conv, pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(3, 2))).double().eval()
+    split = split_model(model, ["fc", "c"])
+    x = torch.zeros(2, 3, 8, 8, dtype=torch.float64)
+    x[0, 1, 2:5, 3:7] = 1.0  # channel 1 bright in a 3x4 block of patch 0
+    x[0, 1, 0, 0] = 0.4  # below half the peak
+    x[1, 2, :, :4] = 2.0  # channel 2 on the left half of patch 1; channel 1 silent there
+    m = firing_masks(split, "c", [1], x)
+    assert m.shape == (2, 8, 8) and m[0, 2:5, 3:7].all() and m[0].sum() == 12 and not m[1].any()
+    both = firing_masks(split, "c", [1, 2], x)
+    assert both[1, :, :4].all() and not both[1, :, 4:].any()
+    assert firing_masks(split, "fc", [0], x).all()  # no spatial axes: the whole patch

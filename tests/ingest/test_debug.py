@@ -60,8 +60,8 @@ def test_debug_writes_ranked_evidence(graph, image_folder: Path, artifacts: Path
         assert 1 / 201 - 1e-12 <= g["p_fp_flip"] <= 1.0 and g["q_value"] >= g["p_fp_flip"] - 1e-12
         assert g["causes_fp"] == (g["q_value"] <= 0.05)
         assert g["verdict"] == ("causes false positives; spuriousness unknown" if g["causes_fp"] else "not significant")  # no labels
-        if g["fp_flip"] == 0:
-            assert g["p_fp_flip"] == 1.0 and g["bias_score"] == 0.0
+        if g["fp_flip"] <= g["random_fp_flip_mean"]:
+            assert g["bias_score"] == 0.0  # flips no more false positives than random sets: no effect to rank
     keys = [(not g["causes_fp"], -g["bias_score"], g["p_fp_flip"]) for g in groups]
     assert keys == sorted(keys)
     records, _, _ = graph.driver.execute_query(
