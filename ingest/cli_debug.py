@@ -29,9 +29,9 @@ def _default(name: str):
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Optional folder of extra images to score with the group metric.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True, envvar="NEURFLOW_ARTIFACTS", help="Artifact directory of the circuits.")
 @click.option("--annotations", "annotations_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Per-pixel concept annotations of --data (the 'neurflow label --labeller annotations' format): a group is part of its "
-                   "class when the class's own concepts cover >= 0.5 of the annotated pixels where it fires in its exemplars, not part "
-                   "of it at <= 0.25. Without it, the stored concept labels decide.")
+              help="Per-pixel concept annotations of --data (the 'neurflow label --labeller annotations' format): on the false positives "
+                   "a group removes, objects (any class's own concepts) cover >= 0.5 of the annotated pixels where it fires: not spurious; "
+                   "<= 0.25 (a context fires): spurious. Without it, the stored concept labels decide.")
 @click.option("--alpha", type=float, default=_default("alpha"), show_default=True, help="False-discovery rate (Benjamini-Hochberg) for 'causes false positives'.")
 @click.option("--fdr-scope", type=click.Choice(["run", "class"]), default=_default("fdr_scope"), show_default=True, help="One FDR family over every class debugged together, or one per class.")
 @click.option("--min-fp", type=int, default=_default("min_fp"), show_default=True, help="Evidence floor: fewer false positives give 'insufficient evidence'.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import neo4j
@@ -34,7 +34,7 @@ __all__ = ["DEBUG_WRITES", "GROUP_PROPS", "Predictions", "classify_folder", "deb
 GROUP_PROPS: tuple[str, ...] = (
     "bias_score", "bias_rank", "biased", "verdict", "causes_fp", "spurious", "tp_metric", "fp_metric", "user_metric",
     "mask_tp_drop", "mask_tp_logit_drop", "mask_fp_flip", "mask_tp_flip", "random_fp_flip", "random_tp_flip", "random_tp_drop",
-    "collateral_tp", "effect_fp_flip", "effect_z", "effect_p", "q_value", "draws", "z_tp_drop", "shared_classes", "shared_fraction", "confusers",
+    "collateral_tp", "object_share", "effect_fp_flip", "effect_z", "effect_p", "q_value", "draws", "z_tp_drop", "shared_classes", "shared_fraction", "confusers",
 )
 
 DEBUG_WRITES: tuple[tuple[str, str], ...] = (
@@ -96,6 +96,7 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str],
                     "random_tp_flip": _none(e.random_tp_flip_mean),
                     "random_tp_drop": e.random_tp_prob_drop_mean,
                     "collateral_tp": e.collateral_tp,
+                    "object_share": _none(e.object_share),
                     "effect_fp_flip": e.effect_fp_flip,
                     "effect_z": _none(e.z_fp_flip),
                     "effect_p": e.p_fp_flip,
@@ -304,8 +305,8 @@ def part_of_class(label) -> bool | None:
     background split over several concepts (sky 0.3, water 0.2, grass 0.2, ...) has no
     dominant concept, yet is clearly not the class. Labellers without pixel shares (a
     multimodal LLM) answer the question themselves (``part_of_class``). With annotations
-    at hand, :func:`firing_class_shares` is better evidence: it counts only the pixels where
-    the group fires.
+    at hand, :func:`object_shares_on_false_positives` is better evidence: it counts only the
+    pixels where the group fires, on the false positives it explains.
     """
     share = getattr(label, "class_share", None)
     return label.part_of_class if share is None else _decide(share)
@@ -322,43 +323,47 @@ def _part_of_class(directory: Path) -> dict[tuple[str, int], bool | None]:
     return {key: part_of_class(label) for key, label in read_labels(directory).items()}
 
 
-def firing_class_shares(model, circuit: Circuit, class_images: torch.Tensor, annotations, preprocess: dict) -> dict[tuple[str, int], float | None]:
-    """Per group below the logit: the share of the class's own concepts among the annotated
-    pixels where the group fires in its exemplar patches (:func:`neurflow.debugging.firing_masks`).
+def object_shares_on_false_positives(model, circuit: Circuit, result: ClassDebug, fp_images: torch.Tensor, annotations, preprocess: dict,
+                                     object_concepts: set[str]) -> dict[tuple[str, int], float | None]:
+    """Per tested group: where it fires on the false positives it removes.
+
+    For each group, the false positives that masking it flips (all of them when it flips
+    none) are the evidence; on each, :func:`neurflow.debugging.firing_masks` marks where the
+    group's neurons fire, and the annotated pixels there are counted. The share on *object*
+    concepts (any class's own concepts: the class's object, or a look-alike's body) against
+    everything else (backgrounds, context) says whether the group reacts to an object or to
+    a context: a flowers group fires on the flowers around a kite called "bee"; a body group
+    fires on the hoverfly called "bee".
 
     Args:
-        class_images: the circuit's images (D_c, in ``circuit.image_ids`` order), preprocessed.
-        annotations: an :class:`~neurflow.ingest.labelling.AnnotationSet` over the data root.
-        preprocess: the model's preprocessing (``Preprocess.describe()``), to bring each label
-            map into the model input's geometry.
+        fp_images: the false positives as tested, in ``result``'s FP order.
+        object_concepts: names of the concepts that are some class's own.
 
     Returns:
         ``(layer, group index) -> share`` (None when no annotated pixel is under any mask).
     """
-    from neurflow.debugging import firing_masks
-    from neurflow.patches import crop_patches
+    from neurflow.debugging import _drop_mask, _masked_logits, _suffix, firing_masks
     from neurflow.segments import split_model
 
     split = split_model(model, circuit.layers)
-    size = circuit.patches.image_size
-    own = {i for i, name in annotations.concepts.items() if name in set(annotations.own_concepts(circuit.class_name))}
+    size = fp_images.shape[-1]
+    ids = result.image_ids[result.n_tp : result.n_tp + result.n_fp]
+    obj = {i for i, name in annotations.concepts.items() if name in object_concepts}
     ignore = np.array(sorted(annotations.ignore), dtype=np.int64)
+    maps = [annotations.label_map(i, preprocess, size) for i in ids]
     out: dict[tuple[str, int], float | None] = {}
-    for g in circuit.groups:
-        if g.layer == circuit.layers[0]:
-            continue
-        grid = circuit.patches.subset(np.asarray(g.exemplar_ids, dtype=np.int64))
-        masks = firing_masks(split, g.layer, [n.channel for n in g.neurons], crop_patches(class_images, grid))  # [E, S, S]
-        shares = []
-        for mask, image, (x0, y0, x1, y1) in zip(masks, grid.image_index, grid.boxes):
-            labels = annotations.label_map(circuit.image_ids[int(image)], preprocess, size)[int(y0) : int(y1), int(x0) : int(x1)]
-            rows = np.minimum((np.arange(size) * labels.shape[0]) // size, labels.shape[0] - 1)  # nearest, as crop_patches resizes
-            cols = np.minimum((np.arange(size) * labels.shape[1]) // size, labels.shape[1] - 1)
-            under = labels[np.ix_(rows, cols)][mask]
-            under = under[~np.isin(under, ignore)]
-            if under.size:
-                shares.append(float(np.isin(under, list(own)).mean()))
-        out[(g.layer, g.index)] = float(np.mean(shares)) if shares else None
+    feats_of: dict[str, torch.Tensor] = {}
+    for e in result.groups:
+        if e.layer not in feats_of:
+            feats_of[e.layer] = split.extractor([e.layer])(fp_images)[e.layer]
+        feats = feats_of[e.layer]
+        logits = _masked_logits(_suffix(split, e.layer), feats, _drop_mask(feats.shape[1], e.channels, feats.device), 256 << 20)[0]
+        flipped = (logits.argmax(1) != circuit.class_index).cpu().numpy()
+        rows = np.flatnonzero(flipped) if flipped.any() else np.arange(len(ids))
+        masks = firing_masks(split, e.layer, e.channels, fp_images[torch.as_tensor(rows, device=fp_images.device)])  # [r, S, S]
+        under = np.concatenate([maps[r][m] for r, m in zip(rows, masks)]) if len(rows) else np.zeros(0, np.int64)
+        under = under[~np.isin(under, ignore)]
+        out[(e.layer, e.index)] = float(np.isin(under, list(obj)).mean()) if under.size else None
     return out
 
 
@@ -390,8 +395,9 @@ def debug_classes(
             data and artifact directory (as used to compute the circuits).
         images_dir: optional folder of extra images to score (any layout).
         annotations: optional per-pixel concept annotations of the data folder (the format of
-            ``neurflow label --labeller annotations``): whether a group is part of its class
-            is then decided by :func:`firing_class_shares`; otherwise by the stored labels.
+            ``neurflow label --labeller annotations``): whether a group reacts to an object or
+            to a context is then decided by :func:`object_shares_on_false_positives`;
+            otherwise by the stored labels.
         config: the debugger's settings (:class:`neurflow.debugging.DebugConfig`).
 
     Raises:
@@ -443,11 +449,12 @@ def debug_classes(
         if not rel:
             raise InputError(f"none of the {len(files)} files in '{images_dir}' could be read as an image")
         user_paths = [str(Path(images_dir) / r) for r in rel]
-    annotation_set = None
+    annotation_set, object_concepts = None, set()
     if annotations is not None:
         from .labelling import read_annotations
 
         annotation_set = read_annotations(Path(annotations))
+        object_concepts = {c for name in data.names.values() for c in annotation_set.own_concepts(name)}
     predictions = classify_folder(model, data, spec.preprocess, device, batch_size=batch_size, workers=workers)
     if predictions.skipped and not quiet:
         log(f"  {len(predictions.skipped)} unreadable image files skipped")
@@ -473,9 +480,6 @@ def debug_classes(
         label_of = dict(zip(predictions.ids, predictions.labels.tolist()))
         d_c, d_ids = _load_images(data.root, list(circuit.image_ids), spec.preprocess, batch_size, workers) if data.folder_of(idx) else (None, [])
         counts, fractions = shared_concepts(atlas, len(circuits), circuit)
-        part = _part_of_class(directory)
-        if annotation_set is not None and d_c is not None and d_ids == list(circuit.image_ids):
-            part.update({key: _decide(share) for key, share in firing_class_shares(model, circuit, d_c.to(device), annotation_set, spec.preprocess.describe()).items()})
         result = debug_circuit(
             model,
             circuit,
@@ -486,11 +490,14 @@ def debug_classes(
             class_images=d_c.to(device) if d_c is not None and d_ids == list(circuit.image_ids) else None,
             config=config,
             n_tests=n_tests if config.fdr_scope == "run" else None,
-            part_of_class=part,
+            part_of_class=_part_of_class(directory),
             shared_fraction=fractions or None,
             shared_classes=counts or None,
             image_ids=[*tp_ids, *fp_ids, *user_paths],
         )
+        if annotation_set is not None:  # the better evidence: where the group fires on the false positives it explains
+            shares = object_shares_on_false_positives(model, circuit, result, fp.to(device), annotation_set, spec.preprocess.describe(), object_concepts)
+            result = replace(result, groups=tuple(replace(g, part_of_class=_decide(shares[(g.layer, g.index)]), object_share=shares[(g.layer, g.index)]) for g in result.groups))
         results.append((circuit, result))
     verdicts = assign_verdicts([r for _, r in results])
     results = [(c, r) for (c, _), r in zip(results, verdicts)]

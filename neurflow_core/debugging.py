@@ -141,8 +141,10 @@ class GroupEvidence:
             destroys, ``clip((tp_flip - random) / (1 - random), 0, 1)``.
         bias_score: :func:`bias_score`.
         causes_fp: q_value <= alpha.
-        part_of_class: the concept evidence: True (the concept is the class's own), False
-            (it is not), None (unknown).
+        part_of_class: the concept evidence: True (the concept is the class's own, or an
+            object's), False (it is not: a context), None (unknown).
+        object_share: the figure behind ``part_of_class`` when pixel annotations decided it:
+            the share of object pixels where the group fires on the false positives it removes.
         verdict: one of :class:`Verdict`'s group strings.
         confusers: ``(true class index, FPs of that class flipped, FPs of that class)`` for
             the classes whose false positives masking the group removes ("hoverfly -> bee").
@@ -179,6 +181,7 @@ class GroupEvidence:
     q_value: float | None = None
     causes_fp: bool = False
     part_of_class: bool | None = None
+    object_share: float | None = None
     verdict: str = Verdict.NOT_SIGNIFICANT
     confusers: tuple[tuple[int, int, int], ...] = field(default=())
     shared_classes: int | None = None
