@@ -123,13 +123,9 @@ def _up_to_date(directory: Path, key: str) -> bool:
 
 
 def _write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from neurflow.artifact import write_json_atomic
+
+    write_json_atomic(path, doc)
 
 
 def _write_thumbnails(circuit: Circuit, images, preprocess, directory: Path, size: int = 96) -> int:

@@ -44,7 +44,7 @@ from .circuit import (
 )
 from .patches import PatchGrid
 
-__all__ = ["ArtifactError", "save_circuit", "load_circuit", "is_complete", "write_npz", "CIRCUIT_FILE", "ARRAYS_FILE"]
+__all__ = ["ArtifactError", "save_circuit", "load_circuit", "is_complete", "write_npz", "write_json_atomic", "CIRCUIT_FILE", "ARRAYS_FILE"]
 
 CIRCUIT_FILE = "circuit.json"
 ARRAYS_FILE = "arrays.npz"
@@ -70,6 +70,19 @@ def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, doc: object, *, indent: int | None = 1) -> None:
+    """Write ``doc`` as JSON to a temporary sibling, fsync it, and rename it over ``path``:
+    a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=indent)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import write_npz
+from .artifact import write_json_atomic, write_npz
 from .circuit import CoreNeurons, HypertreeEdge, NeuronRef, SemanticGroup
 
 __all__ = ["HypertreeState", "TransitionStore"]
@@ -112,12 +112,7 @@ class TransitionStore:
             "npz_sha256": digest,
         }
         os.replace(tmp_npz, self.directory / STATE_NPZ)
-        tmp_json = self.directory / (STATE_JSON + ".tmp")
-        with open(tmp_json, "w", encoding="utf-8") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_json, self.directory / STATE_JSON)
+        write_json_atomic(self.directory / STATE_JSON, doc, indent=None)
 
     def load(self) -> HypertreeState | None:
         """The stored state, or None (none, another key, or a checksum that fails)."""

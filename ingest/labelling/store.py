@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from neurflow.artifact import write_json_atomic
 
 __all__ = [
     "LABELS_FILE",
@@ -156,11 +157,5 @@ def write_class_labels(artifact_dir: Path, labels: ClassLabels) -> Path:
         "groups": [asdict(g) for _, g in sorted(labels.groups.items())],
         "relations": [asdict(r) for _, r in sorted(labels.relations.items())],
     }
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json_atomic(path, doc)
     return path

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from .demo_truth import exemplar_concepts
+
 pytestmark = pytest.mark.slow
 
 BIASED, BACKGROUND = "bee", "flowers"
@@ -54,18 +56,7 @@ def labelled(demo):
     return {o.class_name: (load_circuit(o.directory), o.labels) for o in outcomes}
 
 
-def pixel_shares(world, circuit, group) -> dict[str, float]:
-    """Mean share of each concept's pixels in the group's exemplar boxes (the generator's maps;
-    the demo computes every circuit from the world's val split)."""
-    from neurflow.ingest.demo.world import concept_fractions
-
-    totals: dict[str, float] = defaultdict(float)
-    for p in group.exemplar_ids:
-        image = f"val/{circuit.image_ids[int(circuit.patches.image_index[p])]}"
-        box = tuple(int(v) for v in circuit.patches.boxes[p])
-        for concept, frac in concept_fractions(world, image, box).items():
-            totals[concept] += frac / len(group.exemplar_ids)
-    return dict(totals)
+pixel_shares = exemplar_concepts
 
 
 def test_labels_agree_with_the_exemplar_pixel_majority(demo, labelled):
