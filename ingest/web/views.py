@@ -36,7 +36,8 @@ __all__ = [
 Runner = Callable[[str, dict], list]
 
 #: NeuronGroup properties that describe the group itself (everything else on the node is evidence).
-STRUCTURAL = frozenset({"uid", "class", "model", "layer", "index", "depth", "root", "channels", "n_neurons", "n_members", "n_patches", "label"})
+STRUCTURAL = frozenset({"uid", "class", "model", "layer", "index", "depth", "root", "channels", "n_neurons", "n_members", "n_patches", "label",
+                        "root_share", "best_path", "n_paths"})
 N_NODE_EXEMPLARS = 4
 # properties that describe a group in words (concept labels), not bias evidence
 _WORDS = ("label", "caption", "description", "labelled", "part_of_class", "name")
