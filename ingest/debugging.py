@@ -460,7 +460,8 @@ def debug_classes(
         log(f"  {len(predictions.skipped)} unreadable image files skipped")
     sufficient = [idx for idx in wanted if int(((predictions.preds == idx) & (predictions.labels != idx)).sum()) >= config.min_fp]
     n_tests = sum(len([g for g in circuits[idx][0].groups if g.layer != circuits[idx][0].layers[0]]) for idx in sufficient)
-    atlas = build_atlas([c for c, _ in circuits.values()]) if len(circuits) >= 2 and sufficient else None  # once for every class
+    current = [c for c, _ in circuits.values() if c.model_fingerprint == fingerprint]  # stale artifacts of other weights stay out
+    atlas = build_atlas(current) if len(current) >= 2 and sufficient else None  # once for every class
     results = []
     for idx in wanted:
         circuit, directory = circuits[idx]
@@ -479,7 +480,7 @@ def debug_classes(
         fp, fp_ids = _load_images(data.root, [predictions.ids[i] for i in fp_rows], spec.preprocess, batch_size, workers)
         label_of = dict(zip(predictions.ids, predictions.labels.tolist()))
         d_c, d_ids = _load_images(data.root, list(circuit.image_ids), spec.preprocess, batch_size, workers) if data.folder_of(idx) else (None, [])
-        counts, fractions = shared_concepts(atlas, len(circuits), circuit)
+        counts, fractions = shared_concepts(atlas, len(current), circuit)
         result = debug_circuit(
             model,
             circuit,
