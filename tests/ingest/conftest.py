@@ -39,3 +39,19 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory, image_folder: Path) -> P
     result = CliRunner().invoke(main, ["compute", "--data", str(image_folder), "--out", str(out), *COMPUTE_ARGS])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture
+def class_dirs(artifacts: Path, tmp_path: Path) -> list[Path]:
+    """A private copy of the tiny model's class artifacts (40x48 images, 32x32 model input),
+    for tests that write beside them (labels)."""
+    import shutil
+
+    from neurflow.ingest.pipeline import find_artifacts
+
+    out = []
+    for d in find_artifacts([artifacts]):
+        target = tmp_path / "artifacts" / d.parent.name / d.name
+        shutil.copytree(d, target)
+        out.append(target)
+    return out

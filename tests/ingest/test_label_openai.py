@@ -10,7 +10,6 @@ import base64
 import io
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -90,19 +89,6 @@ def server(httpserver) -> FakeVisionServer:
 def key(monkeypatch) -> str:
     monkeypatch.setenv(KEY_ENV, KEY)
     return KEY
-
-
-@pytest.fixture
-def class_dirs(artifacts: Path, tmp_path: Path) -> list[Path]:
-    """A private copy of the tiny model's three class artifacts (labels are written beside them)."""
-    from neurflow.ingest.pipeline import find_artifacts
-
-    out = []
-    for d in find_artifacts([artifacts]):
-        target = tmp_path / "artifacts" / d.parent.name / d.name
-        shutil.copytree(d, target)
-        out.append(target)
-    return out
 
 
 def _labeller(server, tmp_path, **kw) -> OpenAILabeller:

@@ -5,7 +5,6 @@ dropped when the artifact changes), and `neurflow label` with the annotations la
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +28,6 @@ from neurflow.ingest.labelling import (
 from .conftest import CLASSES
 
 CONCEPTS = ("grass", "sky", *CLASSES)
-
-
-@pytest.fixture
-def class_dirs(artifacts: Path, tmp_path: Path) -> list[Path]:
-    """A private copy of the tiny model's class artifacts (40x48 images, 32x32 model input)."""
-    from neurflow.ingest.pipeline import find_artifacts
-
-    out = []
-    for d in find_artifacts([artifacts]):
-        target = tmp_path / "artifacts" / d.parent.name / d.name
-        shutil.copytree(d, target)
-        out.append(target)
-    return out
 
 
 def write_maps(root: Path, image_folder: Path, draw, class_concepts: dict | None = None) -> Path:
