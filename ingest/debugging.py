@@ -491,7 +491,7 @@ def debug_classes(
             class_images=d_c.to(device) if d_c is not None and d_ids == list(circuit.image_ids) else None,
             config=config,
             n_tests=n_tests if config.fdr_scope == "run" else None,
-            part_of_class=_part_of_class(directory),
+            part_of_class=_part_of_class(directory) if annotation_set is None else None,  # annotations decide below
             shared_fraction=fractions or None,
             shared_classes=counts or None,
             image_ids=[*tp_ids, *fp_ids, *user_paths],
