@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from neurflow.artifact import ArtifactError as CoreArtifactError
 from neurflow.artifact import is_complete, load_circuit
 from neurflow.circuit import Circuit, CircuitConfig
 
@@ -313,10 +312,7 @@ class LoadOutcome:
 
 def read_artifact(directory: Path) -> tuple[Circuit, dict | None, dict[int, str]]:
     """The circuit, its run record and its thumbnails (patch id -> path)."""
-    try:
-        circuit = load_circuit(directory)
-    except CoreArtifactError as exc:
-        raise ArtifactError(str(exc)) from exc
+    circuit = load_circuit(directory)
     run = None
     if (directory / RUN_FILE).is_file():
         run = json.loads((directory / RUN_FILE).read_text())

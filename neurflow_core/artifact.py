@@ -42,6 +42,7 @@ from .circuit import (
     NeuronRef,
     SemanticGroup,
 )
+from .errors import ArtifactError
 from .patches import PatchGrid
 
 __all__ = ["ArtifactError", "save_circuit", "load_circuit", "is_complete", "write_npz", "write_json_atomic", "CIRCUIT_FILE", "ARRAYS_FILE"]
@@ -51,8 +52,6 @@ ARRAYS_FILE = "arrays.npz"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-class ArtifactError(ValueError):
-    """An artifact is missing, incomplete, corrupt or of an unsupported schema version."""
 
 
 def write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
