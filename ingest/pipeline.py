@@ -17,8 +17,10 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,7 +29,16 @@ from neurflow.circuit import Circuit, CircuitConfig
 
 from .errors import ArtifactError, InputError, NeurflowError
 
-__all__ = ["ComputeRequest", "ClassOutcome", "artifact_dir", "compute", "find_artifacts", "load", "RUN_FILE"]
+if TYPE_CHECKING:
+    import torch
+
+    from .images import DataIndex
+    from .models import ModelSpec
+
+__all__ = [
+    "ComputeRequest", "ClassOutcome", "Prepared", "artifact_dir", "compute", "compute_class", "find_artifacts",
+    "is_up_to_date", "load", "prepare", "RUN_FILE",
+]
 
 RUN_FILE = "run.json"
 ProgressFactory = Callable[[str, int], object]
@@ -52,6 +63,7 @@ class ComputeRequest:
     normalize: bool = True
     thumbnails: bool = True
     demo_root: Path | None = None
+    resize: str | None = None  # the resize policy (neurflow.ingest.preprocess); None = the model's default
 
 
 @dataclass
@@ -65,6 +77,8 @@ class ClassOutcome:
     message: str = ""
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    node: str = ""  # where it ran (the Ray executor: node IP and id)
+    resources: dict[str, float] = field(default_factory=dict)  # what Ray assigned to its task
 
 
 def _slug(text: str) -> str:
@@ -82,16 +96,20 @@ def transitions_dir(directory: Path) -> Path:
 
 
 def resolve_device(name: str):
-    """``auto`` -> CUDA when available, else CPU."""
-    import torch
+    """``auto`` -> CUDA when available, else CPU (see :func:`neurflow.ingest.session.resolve_device`)."""
+    from .session import resolve_device as resolve
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda was requested but no CUDA device is available")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise InputError(f"unknown device '{name}'; use auto, cpu or cuda")
-    return torch.device(name)
+    return resolve(name)
+
+
+def _path_or_name(value: str | None) -> str | None:
+    """A model/weights argument as recorded: files (``x.pt``, ``f.py:factory``) made absolute."""
+    if value is None:
+        return None
+    path, colon, factory = value.rpartition(":")
+    if colon and path.endswith(".py") and Path(path).is_file():
+        return f"{Path(path).absolute()}:{factory}"
+    return str(Path(value).absolute()) if Path(value).is_file() else value
 
 
 # CircuitConfig fields that change speed and memory, not the circuit (beyond float rounding):
@@ -145,26 +163,72 @@ def _write_thumbnails(circuit: Circuit, images, preprocess, directory: Path, siz
     return len(ids)
 
 
-def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log: Callable[[str], None] = print) -> list[ClassOutcome]:
-    """Compute and save the circuit artifact of every requested class.
+@dataclass
+class Prepared:
+    """What every class of one compute request shares, built once by :func:`prepare`.
 
-    Returns:
-        One :class:`ClassOutcome` per class (``computed``, ``skipped`` or ``failed``).
+    The executors hand this to :func:`compute_class` for each class: the local executor in
+    its own process, the Ray executor through the object store (``ray.put`` once, so the model
+    and the image index travel to each node once, not once per class).
+
+    Attributes:
+        req: the request, its paths made absolute (workers may run in another directory).
+        spec: the model (``spec.module``, on ``device``), its preprocessing and names.
+        layers: the layers of the circuit, logit layer first.
+        data: the image index of the data root (paths only; images are read per class).
+        classes: the class indices to compute, in request order.
+        key: the settings key recorded in ``run.json``; an artifact with the same key is
+            up to date.
+        device: where ``spec.module`` lives now.
+    """
+
+    req: ComputeRequest
+    spec: ModelSpec
+    layers: tuple[str, ...]
+    data: DataIndex
+    classes: list[int]
+    key: str
+    device: torch.device
+
+    def name(self, class_index: int) -> str:
+        """The class's human name."""
+        return self.data.names[class_index]
+
+    def directory(self, class_index: int) -> Path:
+        """The class's artifact directory."""
+        return artifact_dir(self.req.out, self.spec.name, class_index, self.name(class_index))
+
+    def to(self, device: torch.device) -> Prepared:
+        """Move the model to ``device`` (in place) and return self."""
+        self.spec.module.to(device)
+        self.device = device
+        return self
+
+
+def prepare(req: ComputeRequest, *, device: str | torch.device | None = None) -> Prepared:
+    """Load the model, check the layers, scan the data and resolve the classes: everything
+    that is the same for all classes, and every input error that can be found up front.
+
+    Args:
+        req: the request.
+        device: where to put the model; None resolves ``req.device``. The Ray executor's
+            driver passes CPU (its workers move the model to their own device).
 
     Raises:
         InputError: bad model, data, layers or classes (before any class is computed).
     """
     import torch
 
-    from neurflow import build_circuit, save_circuit, select_class_images
     from neurflow.fingerprint import model_fingerprint
-    from neurflow.resume import TransitionStore
 
-    from .images import load_class_images, resolve_classes, scan_data
+    from .images import resolve_classes, scan_data
     from .models import load_model
 
-    device = resolve_device(req.device)
-    spec = load_model(req.model, req.weights, input_size=req.input_size, mean=req.mean, std=req.std, normalize=req.normalize, demo_root=req.demo_root)
+    req = replace(req, data=Path(req.data).absolute(), out=Path(req.out).absolute(),
+                  demo_root=Path(req.demo_root).absolute() if req.demo_root is not None else None)
+    device = resolve_device(req.device) if device is None else torch.device(device)
+    spec = load_model(req.model, req.weights, input_size=req.input_size, mean=req.mean, std=req.std, normalize=req.normalize, demo_root=req.demo_root,
+                      resize=req.resize)
     layers = tuple(req.layers) if req.layers else spec.layers
     if not layers:
         raise InputError(f"model '{spec.name}' has no layer preset; pass --layers (logit layer first, e.g. fc,layer4.2,layer4.1)")
@@ -180,85 +244,172 @@ def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log
         num_classes = int(model(torch.zeros(1, 3, size, size, device=device)).shape[1])
     data = scan_data(req.data, spec.categories, num_classes)
     classes = resolve_classes(req.classes, data, spec.categories)
-    fingerprint = model_fingerprint(model)
-    key = _settings_key(req, layers, fingerprint, spec.preprocess.describe())
-    outcomes: list[ClassOutcome] = []
-    for class_index in classes:
-        name = data.names[class_index]
-        directory = artifact_dir(req.out, spec.name, class_index, name)
-        if _up_to_date(directory, key):
-            outcomes.append(ClassOutcome(class_index, name, "skipped", directory, "artifact up to date"))
-            log(f"  {class_index:>5} {name}: artifact up to date, skipped")
-            continue
-        started = time.time()
+    key = _settings_key(req, layers, model_fingerprint(model), spec.preprocess.describe())
+    return Prepared(req, spec, layers, data, list(classes), key, device)
+
+
+def is_up_to_date(prep: Prepared, class_index: int) -> bool:
+    """Whether the class's artifact is complete and was computed with ``prep``'s settings."""
+    return _up_to_date(prep.directory(class_index), prep.key)
+
+
+@contextmanager
+def _class_lock(directory: Path):
+    """Hold an exclusive lock on one class's artifact while it is computed and written.
+
+    Two computations of the same class (a task Ray retried while its first attempt was still
+    alive, two runs on one output folder) would otherwise share ``<dir>.partial`` and
+    ``<dir>.transitions``. ``flock`` is released by the kernel when its holder dies, so a
+    killed worker never leaves the class locked. The lock file is ``.<dir name>.lock`` beside
+    the artifact (empty; not an artifact). Without ``fcntl`` (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            imgs = load_class_images(data, class_index, spec.preprocess)
-            if imgs.skipped:
-                log(f"  {class_index:>5} {name}: skipped {len(imgs.skipped)} unreadable file(s): {', '.join(p for p, _ in imgs.skipped[:3])}")
-            tensor = imgs.tensor.to(device)
-            used = np.arange(len(imgs.ids))
-            if not req.include_misclassified:
-                used = select_class_images(model, tensor, class_index)
-                if used.size == 0:
-                    raise InputError(
-                        f"class '{name}' has no image the model classifies as '{name}' ({len(imgs.ids)} images); "
-                        "use --include-misclassified to build its circuit from all of its images"
-                    )
-            stage_times: dict[str, float] = {}
-            timed = _timed_progress(progress, stage_times)
-            resume = TransitionStore(transitions_dir(directory), key)
-            circuit = build_circuit(
-                model,
-                tensor[torch.as_tensor(used, device=device)],
-                class_index,
-                layers,
-                req.config,
-                model_name=spec.name,
-                class_name=name,
-                image_ids=[imgs.ids[i] for i in used],
-                progress=timed,
-                resume=resume,
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def compute_class(
+    prep: Prepared,
+    class_index: int,
+    *,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] = print,
+    reraise: bool = False,
+) -> ClassOutcome:
+    """Compute and save the artifact of one class (both executors call this).
+
+    Skips a class whose artifact is up to date (checked again under the class's lock, so a
+    duplicate of a finished computation does nothing). Writes are atomic (``save_circuit``,
+    then ``run.json`` last), so a computation killed at any point leaves either the old
+    artifact or none, plus the per-transition state a retry resumes from.
+
+    Args:
+        prep: from :func:`prepare`; its model must be on the device to compute on.
+        class_index: the class.
+        progress: per-stage progress factory (None: silent).
+        log: where per-class notes go (unreadable files, failures).
+        reraise: let unexpected exceptions (not input errors) propagate instead of turning
+            them into a ``failed`` outcome; the Ray executor sets it so that Ray retries them.
+
+    Returns:
+        The class's :class:`ClassOutcome` (``computed``, ``skipped`` or ``failed``).
+    """
+    name = prep.name(class_index)
+    directory = prep.directory(class_index)
+    try:
+        with _class_lock(directory):
+            if is_up_to_date(prep, class_index):
+                log(f"  {class_index:>5} {name}: artifact up to date, skipped")
+                return ClassOutcome(class_index, name, "skipped", directory, "artifact up to date")
+            return _compute_class(prep, class_index, progress, log)
+    except (NeurflowError, ValueError) as exc:  # ours, and the core's validation errors
+        log(f"  {class_index:>5} {name}: FAILED: {exc}")
+        return ClassOutcome(class_index, name, "failed", directory, str(exc))
+    except Exception as exc:  # keep going with the other classes; report at the end
+        if reraise:
+            raise
+        log(f"  {class_index:>5} {name}: FAILED: {type(exc).__name__}: {exc}")
+        if os.environ.get("NEURFLOW_DEBUG"):
+            traceback.print_exc()
+        return ClassOutcome(class_index, name, "failed", directory, f"{type(exc).__name__}: {exc}")
+
+
+def _compute_class(prep: Prepared, class_index: int, progress: ProgressFactory | None, log: Callable[[str], None] = print) -> ClassOutcome:
+    import torch
+
+    from neurflow import build_circuit, save_circuit, select_class_images
+    from neurflow.resume import TransitionStore
+
+    from .images import load_class_images
+
+    req, spec, device, key = prep.req, prep.spec, prep.device, prep.key
+    model = spec.module
+    name = prep.name(class_index)
+    directory = prep.directory(class_index)
+    started = time.time()
+    imgs = load_class_images(prep.data, class_index, spec.preprocess)
+    if imgs.skipped:
+        log(f"  {class_index:>5} {name}: skipped {len(imgs.skipped)} unreadable file(s): {', '.join(p for p, _ in imgs.skipped[:3])}")
+    tensor = imgs.tensor.to(device)
+    used = np.arange(len(imgs.ids))
+    if not req.include_misclassified:
+        used = select_class_images(model, tensor, class_index)
+        if used.size == 0:
+            raise InputError(
+                f"class '{name}' has no image the model classifies as '{name}' ({len(imgs.ids)} images); "
+                "use --include-misclassified to build its circuit from all of its images"
             )
-            if (directory / RUN_FILE).exists():
-                (directory / RUN_FILE).unlink()
-            save_circuit(circuit, directory)
-            resume.clear()  # the artifact is on disk: the per-transition state is no longer needed
-            n_thumbs = _write_thumbnails(circuit, tensor[torch.as_tensor(used, device=device)], spec.preprocess, directory) if req.thumbnails else 0
-            finished = time.time()
-            run = {
-                "uid": f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-{hashlib.sha256((str(directory) + str(started)).encode()).hexdigest()[:8]}",
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
-                "seconds": round(finished - started, 3),
-                "settings": key,
-                "device": str(device),
-                "weights": spec.weights,
-                "model_fingerprint": circuit.model_fingerprint,
-                "data_fingerprint": circuit.data_fingerprint,
-                "preprocess": json.dumps(spec.preprocess.describe()),
-                "config": json.dumps({**asdict(req.config), "scales": list(req.config.scales)}),
-                "include_misclassified": req.include_misclassified,
-                "n_images": len(imgs.ids),
-                "n_images_used": int(used.size),
-                "n_skipped_files": len(imgs.skipped),
-                "n_thumbnails": n_thumbs,
-                "stages": json.dumps({k: round(v, 3) for k, v in stage_times.items()}),
-                **{f"version_{k}": v for k, v in circuit.environment.items()},
-            }
-            _write_json_atomic(directory / RUN_FILE, run)
-            outcomes.append(ClassOutcome(class_index, name, "computed", directory, f"{int(used.size)} images", finished - started, stage_times))
-        except NeurflowError as exc:
-            outcomes.append(ClassOutcome(class_index, name, "failed", directory, str(exc)))
-            log(f"  {class_index:>5} {name}: FAILED: {exc}")
-        except ValueError as exc:  # the core's validation errors
-            outcomes.append(ClassOutcome(class_index, name, "failed", directory, str(exc)))
-            log(f"  {class_index:>5} {name}: FAILED: {exc}")
-        except Exception as exc:  # keep going with the other classes; report at the end
-            outcomes.append(ClassOutcome(class_index, name, "failed", directory, f"{type(exc).__name__}: {exc}"))
-            log(f"  {class_index:>5} {name}: FAILED: {type(exc).__name__}: {exc}")
-            if os.environ.get("NEURFLOW_DEBUG"):
-                traceback.print_exc()
-    return outcomes
+    stage_times: dict[str, float] = {}
+    timed = _timed_progress(progress, stage_times)
+    resume = TransitionStore(transitions_dir(directory), key)
+    circuit = build_circuit(
+        model,
+        tensor[torch.as_tensor(used, device=device)],
+        class_index,
+        prep.layers,
+        req.config,
+        model_name=spec.name,
+        class_name=name,
+        image_ids=[imgs.ids[i] for i in used],
+        progress=timed,
+        resume=resume,
+    )
+    if (directory / RUN_FILE).exists():
+        (directory / RUN_FILE).unlink()
+    save_circuit(circuit, directory)
+    resume.clear()  # the artifact is on disk: the per-transition state is no longer needed
+    n_thumbs = _write_thumbnails(circuit, tensor[torch.as_tensor(used, device=device)], spec.preprocess, directory) if req.thumbnails else 0
+    finished = time.time()
+    run = {
+        "uid": f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-{hashlib.sha256((str(directory) + str(started)).encode()).hexdigest()[:8]}",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(finished)),
+        "seconds": round(finished - started, 3),
+        "settings": key,
+        "device": str(device),
+        "weights": spec.weights,
+        # provenance: what later commands (debug, evaluate, label) load by default
+        "model_arg": _path_or_name(req.model),
+        "weights_arg": _path_or_name(req.weights),
+        "data_root": str(Path(req.data).absolute()),
+        "demo_root": str(Path(req.demo_root).absolute()) if req.demo_root is not None else None,
+        "model_fingerprint": circuit.model_fingerprint,
+        "data_fingerprint": circuit.data_fingerprint,
+        "preprocess": json.dumps(spec.preprocess.describe()),
+        "config": json.dumps({**asdict(req.config), "scales": list(req.config.scales)}),
+        "include_misclassified": req.include_misclassified,
+        "n_images": len(imgs.ids),
+        "n_images_used": int(used.size),
+        "n_skipped_files": len(imgs.skipped),
+        "n_thumbnails": n_thumbs,
+        "stages": json.dumps({k: round(v, 3) for k, v in stage_times.items()}),
+        **{f"version_{k}": v for k, v in circuit.environment.items()},
+    }
+    _write_json_atomic(directory / RUN_FILE, run)
+    return ClassOutcome(class_index, name, "computed", directory, f"{int(used.size)} images", finished - started, stage_times)
+
+
+def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log: Callable[[str], None] = print) -> list[ClassOutcome]:
+    """Compute and save the circuit artifact of every requested class, one after the other
+    in this process (the ``local`` executor; :mod:`neurflow.ingest.executor` has the others).
+
+    Returns:
+        One :class:`ClassOutcome` per class (``computed``, ``skipped`` or ``failed``).
+
+    Raises:
+        InputError: bad model, data, layers or classes (before any class is computed).
+    """
+    prep = prepare(req)
+    return [compute_class(prep, c, progress=progress, log=log) for c in prep.classes]
 
 
 def _timed_progress(progress: ProgressFactory | None, times: dict[str, float]) -> ProgressFactory:
