@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import neo4j
-from neo4j.exceptions import AuthError, ClientError, ConfigurationError, DriverError, Neo4jError, ServiceUnavailable
+from neo4j.exceptions import ConfigurationError
 
-from .errors import AuthenticationFailed, DatabaseError, DatabaseUnavailable, InputError
+from .errors import InputError
+from .graph.errors import translating_errors
 
 __all__ = ["Connection", "connect", "DEFAULT_USER"]
 
@@ -121,27 +122,11 @@ def connect(
 
 def _verify(driver: neo4j.Driver, shown: str, database: str | None, user: str | None) -> None:
     hint = "is it running? Start the embedded one with 'neurflow db start', or check --uri / NEURFLOW_URI"
-    try:
+    with translating_errors("answering 'RETURN 1'", server=shown, user=user, database=database, hint=hint):
         # verify_connectivity fails fast; execute_query alone would retry an
         # unreachable server for max_transaction_retry_time (30 s) first.
         driver.verify_connectivity()
         driver.execute_query("RETURN 1 AS ok", database_=database)
-    except AuthError:
-        who = f"user '{user}'" if user else "an unauthenticated connection"
-        raise AuthenticationFailed(
-            f"the graph database at {shown} refused the credentials of {who}; "
-            "check --user/--password (or NEURFLOW_USER/NEURFLOW_PASSWORD)"
-        ) from None
-    except ServiceUnavailable as exc:
-        raise DatabaseUnavailable(f"cannot reach the graph database at {shown} ({_reason(exc)}); {hint}") from None
-    except ClientError as exc:
-        if exc.code == "Neo.ClientError.Database.DatabaseNotFound":
-            raise DatabaseError(f"database '{database}' does not exist at {shown}; check --database / NEURFLOW_DATABASE") from None
-        raise DatabaseError(f"the graph database at {shown} refused 'RETURN 1' ({exc.code})") from None
-    except Neo4jError as exc:
-        raise DatabaseError(f"the graph database at {shown} failed 'RETURN 1' ({exc.code})") from None
-    except (DriverError, OSError, ValueError) as exc:
-        raise DatabaseUnavailable(f"cannot talk to the graph database at {shown} ({type(exc).__name__}); {hint}") from None
 
 
 _USERINFO = re.compile(r"(?<=://)[^/@]*@")
@@ -155,8 +140,3 @@ def _redact(uri: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _reason(exc: ServiceUnavailable) -> str:
-    match = re.search(r"\(reason (.+?)\)", str(exc))
-    return match.group(1).strip() if match else type(exc).__name__

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from ..graph.schema import concept_uid
 from .base import GroupView, class_job, now
 from .store import GroupLabel, artifact_checksum
 
@@ -36,7 +37,7 @@ def atlas_fingerprint(directories: Sequence[Path]) -> str:
 
 
 def _by_model(directories: Sequence[Path]) -> dict[str, list[Path]]:
-    from ..graph_rows import model_uid
+    from ..graph.schema import model_uid
 
     out: dict[str, dict[int, Path]] = defaultdict(dict)
     for d in directories:
@@ -113,7 +114,7 @@ def label_concepts(
             lab = labeller.label_concept([p[0] for p in patches], view, names)
             if lab is None:  # a dry run: counted, not asked
                 continue
-            labels[f"{model}/{k.layer}/k{k.index}"] = GroupLabel(**{**asdict(lab), "labelled_at": stamp})
+            labels[concept_uid(model, k.layer, k.index)] = GroupLabel(**{**asdict(lab), "labelled_at": stamp})
         if getattr(labeller, "dry_run", False):
             continue
         doc = {"fingerprint": atlas_fingerprint(dirs), "source": labeller.source, "concepts": {uid: asdict(g) for uid, g in sorted(labels.items())}}
@@ -146,7 +147,7 @@ def concept_rows(labels: dict[str, GroupLabel]) -> list[dict]:
 
 def write_concept_labels_to_graph(conn, labels: dict[str, dict[str, GroupLabel]]) -> int:
     """SET the labels on the Concept nodes (one managed transaction per model)."""
-    from ..graph_writer import run_write
+    from ..graph.writer import run_write
 
     n = 0
     for _model, per in sorted(labels.items()):

@@ -126,7 +126,8 @@ LABEL_WRITES: tuple[tuple[str, str], ...] = (
 
 def label_rows(model: str, class_index: int, labels: ClassLabels) -> dict:
     """Parameters of :data:`LABEL_WRITES` for one class (pure)."""
-    from ..graph_rows import class_uid, group_uid, label_props
+    from ..graph.rows import label_props
+    from ..graph.schema import class_uid, group_uid
 
     cls = class_uid(model, class_index)
     return {
@@ -153,7 +154,7 @@ def ensure_label_index(driver, database: str | None) -> bool:
         indexes (the embedded server).
     """
     from ..errors import DatabaseError
-    from ..graph_writer import run_write
+    from ..graph.writer import run_write
 
     try:
         run_write(driver, database, FULLTEXT_INDEX)
@@ -172,12 +173,11 @@ def write_labels(conn, artifact_dirs: Sequence[Path], *, log: Callable[[str], No
     cleared. Returns ``{class uid: groups labelled in the graph}`` (0 for a class not loaded).
     """
     import neo4j
-    from neo4j.exceptions import AuthError, Neo4jError, ServiceUnavailable, SessionExpired
 
     from neurflow.artifact import load_circuit
 
-    from ..errors import AuthenticationFailed, DatabaseError, DatabaseUnavailable
-    from ..graph_rows import model_uid
+    from ..graph.errors import translating_errors
+    from ..graph.schema import model_uid
     from ..pipeline import find_artifacts
 
     ensure_label_index(conn.driver, conn.database)
@@ -198,15 +198,8 @@ def write_labels(conn, artifact_dirs: Sequence[Path], *, log: Callable[[str], No
                     result.consume()
             return matched
 
-        try:
-            with conn.driver.session(database=conn.database, default_access_mode=neo4j.WRITE_ACCESS) as session:
-                matched = session.execute_write(work)
-        except AuthError as exc:
-            raise AuthenticationFailed() from exc
-        except (ServiceUnavailable, SessionExpired) as exc:
-            raise DatabaseUnavailable(f"the graph database became unreachable: {type(exc).__name__}") from exc
-        except Neo4jError as exc:
-            raise DatabaseError(f"writing labels failed ({exc.code}): {exc.message}") from exc
+        with translating_errors("writing labels"), conn.driver.session(database=conn.database, default_access_mode=neo4j.WRITE_ACCESS) as session:
+            matched = session.execute_write(work)
         written[params["cls"]] = matched
         if log and params["groups"] and matched == 0:
             log(f"  {circuit.class_name}: not in the graph (load it first: neurflow load {directory}); its labels stay beside the artifact")

@@ -8,10 +8,18 @@ from unittest.mock import MagicMock
 
 import neo4j
 import pytest
-
 from neurflow import load_circuit
-from neurflow.ingest.graph_rows import circuit_rows, class_uid, model_uid
-from neurflow.ingest.graph_writer import CLASS_CLEANUP, SCHEMA, WRITES, batched, write_class
+from neurflow.ingest.graph.rows import circuit_rows
+from neurflow.ingest.graph.schema import LABELS, SCHEMA, class_uid, model_uid
+from neurflow.ingest.graph.statements import ATLAS_WRITES, LOAD_WRITES
+from neurflow.ingest.graph.writer import (
+    CLASS_CLEANUP,
+    CLASS_DEBUG_PROPS,
+    CLASS_EVAL_PROPS,
+    WRITES,
+    batched,
+    write_class,
+)
 from neurflow.ingest.pipeline import find_artifacts
 
 
@@ -50,13 +58,47 @@ def test_exemplar_rows_reference_patch_rows(circuit) -> None:
 
 
 def test_statements_take_values_only_as_parameters() -> None:
-    for name, query in WRITES.items():
-        assert query.startswith("UNWIND $rows AS r"), name
-        # no quoted literal values formatted into the text
-        assert not re.search(r"'[^']*'", query), name
+    for w in (*LOAD_WRITES, *ATLAS_WRITES):
+        for query in (w.cypher(), w.cypher(fresh=True)):
+            assert query.startswith("UNWIND $rows AS r"), w.name
+            # no quoted literal values formatted into the text
+            assert not re.search(r"'[^']*'", query), w.name
     for q in CLASS_CLEANUP:
         assert "$cls" in q or "Run" in q
     assert all("IF NOT EXISTS" in s for s in SCHEMA)
+    assert {f"{label.lower()}_uid" for label in LABELS} <= {s.split()[2] for s in SCHEMA if "CONSTRAINT" in s}
+
+
+def test_statement_table_covers_every_row_and_label(circuit) -> None:
+    """Each statement is declared once: the rows builders fill exactly the table's names, and
+    every label a statement writes has a uniqueness constraint."""
+    rows = circuit_rows(circuit, run={"uid": "run-x", "started": "t"})
+    assert [w.name for w in LOAD_WRITES] == list(WRITES)
+    assert set(rows.rows) == set(WRITES)
+    written = {w.node.label for w in (*LOAD_WRITES, *ATLAS_WRITES) if w.node}
+    assert written <= set(LABELS)
+    # class-owned statements CREATE into a cleaned class; shared ones always MERGE
+    for w in LOAD_WRITES:
+        fresh = w.cypher(fresh=True)
+        if w.owner == "shared":
+            assert "CREATE" not in fresh, w.name
+        else:
+            assert "MERGE" not in fresh, w.name
+
+
+def test_cleanup_clears_debug_and_evaluation_properties() -> None:
+    remove = next(q for q in CLASS_CLEANUP if "REMOVE" in q)
+    for p in (*CLASS_DEBUG_PROPS, *CLASS_EVAL_PROPS):
+        assert f"c.{p}," in remove + ",", p
+
+
+def test_evaluation_props_cover_the_evaluation_summary() -> None:
+    """Every property EvaluationSummary.properties() can produce is cleared by a reload."""
+    from dataclasses import fields
+
+    from neurflow.evaluation import EvaluationSummary
+
+    assert {f"eval_{f.name}" for f in fields(EvaluationSummary)} <= set(CLASS_EVAL_PROPS)
 
 
 def test_batched_splits_rows() -> None:
@@ -65,18 +107,62 @@ def test_batched_splits_rows() -> None:
         list(batched([1], 0))
 
 
-def test_write_class_sends_exact_statements(circuit) -> None:
+def _recording_driver() -> tuple[MagicMock, list[tuple[str, dict]]]:
+    """A mock driver whose sessions run transaction functions on a recording transaction."""
+    sent: list[tuple[str, dict]] = []
+    tx = MagicMock(spec=neo4j.ManagedTransaction)
+    tx.run.side_effect = lambda query, **params: sent.append((query, params)) or MagicMock()
     driver = MagicMock(spec=neo4j.Driver)
+    session = driver.session.return_value.__enter__.return_value
+    session.execute_write.side_effect = lambda work, *args: work(tx, *args)
+    return driver, sent
+
+
+def test_write_class_sends_exact_statements_in_one_transaction(circuit) -> None:
+    driver, sent = _recording_driver()
     rows = circuit_rows(circuit)
     stats = write_class(driver, "neurflow", rows, batch_size=1000)
+    session = driver.session.return_value.__enter__.return_value
+    assert session.execute_write.call_count == 1  # the whole class, all or nothing
+    assert driver.session.call_args.kwargs["database"] == "neurflow"
+    texts = [q for q, _ in sent]
+    table = {w.name: w for w in LOAD_WRITES}
+    # model/layer/neuron/class first, then the cleanup of the class, then the rest (CREATE), then complete
+    assert texts[0] == table["model"].cypher()
+    assert texts.index(CLASS_CLEANUP[1]) > texts.index(table["class"].cypher())
+    assert texts.index(table["contributes"].cypher(fresh=True)) > texts.index(CLASS_CLEANUP[-1])
+    assert "complete = true" in texts[-1]
+    got = sum(len(p["rows"]) for q, p in sent if q == table["contributes"].cypher(fresh=True))
+    assert got == rows.count("contributes") == stats.rows["contributes"]
+    assert stats.relationships == sum(len(w.rels) * rows.count(w.name) for w in LOAD_WRITES)
+
+
+def test_write_class_per_batch_mode_merges(circuit) -> None:
+    driver = MagicMock(spec=neo4j.Driver)
+    rows = circuit_rows(circuit)
+    write_class(driver, "neurflow", rows, batch_size=7, atomic=False)
     calls = driver.execute_query.call_args_list
     texts = [c.args[0] for c in calls]
-    # model/layer/neuron/class first, then the cleanup of the class, then the rest, then complete
-    assert texts[0] == WRITES["model"]
-    assert texts.index(CLASS_CLEANUP[1]) > texts.index(WRITES["class"])
-    assert texts.index(WRITES["contributes"]) > texts.index(CLASS_CLEANUP[-1])
-    assert "complete = true" in texts[-1]
-    for c in calls:
-        assert c.kwargs["database_"] == "neurflow"
-    sent = sum(len(c.kwargs["parameters_"]["rows"]) for c in calls if c.args[0] == WRITES["contributes"])
-    assert sent == rows.count("contributes") == stats.rows["contributes"]
+    assert all(c.kwargs["database_"] == "neurflow" for c in calls)
+    assert not any(t.startswith("UNWIND") and "CREATE" in t for t in texts)
+    sent = [c.kwargs["parameters_"]["rows"] for c in calls if c.args[0] == WRITES["contributes"]]
+    assert max(len(b) for b in sent) <= 7 and sum(len(b) for b in sent) == rows.count("contributes")
+
+
+def test_driver_errors_become_project_errors() -> None:
+    from neurflow.errors import AuthenticationFailed, DatabaseError, DatabaseUnavailable
+    from neurflow.ingest.graph.errors import translating_errors
+
+    with pytest.raises(DatabaseUnavailable, match="became unreachable while writing x \\(ServiceUnavailable\\); left as it was"):
+        with translating_errors("writing x", unavailable_note="; left as it was"):
+            raise neo4j.exceptions.ServiceUnavailable("gone")
+    with pytest.raises(AuthenticationFailed):
+        with translating_errors("writing x"):
+            raise neo4j.exceptions.AuthError("no")
+    err = neo4j.exceptions.ClientError._hydrate_neo4j(code="Neo.ClientError.Statement.SyntaxError", message="bad syntax")
+    with pytest.raises(DatabaseError, match=r"writing x failed \(Neo.ClientError.Statement.SyntaxError\): bad syntax"):
+        with translating_errors("writing x"):
+            raise err
+    with pytest.raises(DatabaseUnavailable, match="cannot reach the graph database at bolt://h:1 .*; start it"):
+        with translating_errors("connecting", server="bolt://h:1", hint="start it"):
+            raise neo4j.exceptions.ServiceUnavailable("Couldn't connect (reason [Errno 111] refused)")

@@ -10,9 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from neurflow import load_circuit
-from neurflow.ingest.graph_rows import circuit_rows
+from neurflow.ingest.graph.rows import circuit_rows
+from neurflow.ingest.graph.writer import (
+    CLASS_DEBUG_PROPS,
+    CLASS_EVAL_PROPS,
+    write_class,
+    write_evaluation_summary,
+)
 from neurflow.ingest.pipeline import find_artifacts, load, read_artifact
 
 LABELS = ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "Run")
@@ -87,6 +92,58 @@ def test_edge_weights_survive_the_round_trip(graph, artifacts: Path) -> None:
     assert max(abs(got[k] - want[k]) for k in want) < 1e-12
 
 
+def test_reloading_a_recomputed_class_drops_its_evaluation_and_debug_results(graph, artifacts: Path) -> None:
+    """eval_* and debug results describe the circuit that was: a reload of a recomputed class
+    (a new run) must not keep them, on the Class node, its groups or its Run."""
+    d = find_artifacts([artifacts])[0]
+    load(graph.driver, graph.database, [d], log=lambda _: None)
+    circuit, _, thumbs = read_artifact(d)
+    rows = circuit_rows(circuit, run={"uid": "run-first", "started": "2025-01-01T00:00:00Z"}, thumbnails=thumbs)
+    write_class(graph.driver, graph.database, rows)
+    cls = rows.cls
+    summary = {"eval_faithful": True, "eval_optimality_diff": 0.25, "evaluated_at": "2025-01-02T00:00:00Z", "eval_experiments": ["optimality"],
+               "eval_seed": 0, "eval_dir": "/tmp/eval"}
+    assert write_evaluation_summary(graph.driver, graph.database, cls, summary) is True
+    assert write_evaluation_summary(graph.driver, graph.database, "nope/c9", summary) is False
+    with pytest.raises(ValueError, match="bias_score"):
+        write_evaluation_summary(graph.driver, graph.database, cls, {"bias_score": 1.0})
+    graph.driver.execute_query(
+        "MATCH (c:Class {uid: $cls}) SET c += $debug WITH c MATCH (c)-[:HAS_GROUP]->(g:NeuronGroup) SET g.biased = true, g.bias_score = 0.5",
+        parameters_={"cls": cls, "debug": {p: "x" for p in CLASS_DEBUG_PROPS}}, database_=graph.database,
+    )
+    state = "MATCH (c:Class {uid: $cls}) OPTIONAL MATCH (c)-[:BUILT_BY]->(r:Run) RETURN properties(c) AS c, collect(properties(r)) AS runs, " \
+            "COUNT { (c)-[:HAS_GROUP]->(g:NeuronGroup) WHERE g.biased IS NOT NULL OR g.bias_score IS NOT NULL } AS debugged"
+    before, _, _ = graph.driver.execute_query(state, cls=cls, database_=graph.database)
+    assert set(CLASS_DEBUG_PROPS) | set(summary) <= set(before[0]["c"])  # really set, so the check below can fail
+    assert before[0]["runs"][0]["eval_faithful"] is True and before[0]["debugged"] > 0
+
+    recomputed = circuit_rows(circuit, run={"uid": "run-second", "started": "2025-02-01T00:00:00Z"}, thumbnails=thumbs)
+    write_class(graph.driver, graph.database, recomputed)
+    after, _, _ = graph.driver.execute_query(state, cls=cls, database_=graph.database)
+    props = after[0]["c"]
+    stale = sorted(p for p in props if p.startswith(("eval_", "debug")) or p in CLASS_DEBUG_PROPS or p in CLASS_EVAL_PROPS)
+    assert stale == []
+    assert props["complete"] is True and props["name"] == circuit.class_name
+    assert [r["uid"] for r in after[0]["runs"]] == ["run-second"] and "eval_faithful" not in after[0]["runs"][0]
+    assert after[0]["debugged"] == 0
+    records, _, _ = graph.driver.execute_query("MATCH (r:Run {uid: 'run-first'}) RETURN count(r) AS n", database_=graph.database)
+    assert records[0]["n"] == 0
+
+
+def test_write_classes_in_parallel_gives_the_same_graph(graph, artifacts: Path) -> None:
+    """Shared nodes MERGEd once up front, then the classes two at a time: same counts as `load`."""
+    from neurflow.ingest.graph.writer import write_classes
+
+    dirs = find_artifacts([artifacts])
+    rows = []
+    for d in dirs:
+        circuit, run, thumbs = read_artifact(d)
+        rows.append(circuit_rows(circuit, run=run, thumbnails=thumbs))
+    stats = write_classes(graph.driver, graph.database, rows, workers=2)
+    assert [s.rows["contributes"] for s in stats] == [r.count("contributes") for r in rows]
+    assert graph_counts(graph) == expected_counts(dirs)
+
+
 def _cli_env(graph) -> dict[str, str]:
     from neurflow.ingest import embedded_db
 
@@ -124,7 +181,6 @@ def test_killed_load_then_rerun_gives_the_same_graph(graph, artifacts: Path) -> 
 
 def test_unreachable_database_keeps_artifacts(tmp_path: Path, image_folder: Path) -> None:
     from click.testing import CliRunner
-
     from neurflow.ingest.cli import main
 
     from .conftest import COMPUTE_ARGS
@@ -143,7 +199,6 @@ def test_unreachable_database_keeps_artifacts(tmp_path: Path, image_folder: Path
 
 def test_wrong_password_message(bolt, artifacts: Path) -> None:
     from click.testing import CliRunner
-
     from neurflow.ingest.cli import main
 
     result = CliRunner().invoke(main, ["load", str(artifacts), "--uri", bolt.uri, "--user", bolt.user, "--password", "wrong-pass-123", "--database", bolt.database])
@@ -155,7 +210,6 @@ def test_wrong_password_message(bolt, artifacts: Path) -> None:
 @pytest.mark.parametrize("bad", ["missing", "empty", "partial"])
 def test_load_bad_artifacts(tmp_path: Path, bad: str) -> None:
     from click.testing import CliRunner
-
     from neurflow.ingest.cli import main
 
     target = tmp_path / "x"
