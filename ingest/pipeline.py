@@ -296,7 +296,7 @@ def compute_class(
         prep: from :func:`prepare`; its model must be on the device to compute on.
         class_index: the class.
         progress: per-stage progress factory (None: silent).
-        log: where per-class notes go (unreadable files, failures).
+        log: where per-class notes go (unreadable files); the outcome says the rest.
         reraise: let unexpected exceptions (not input errors) propagate instead of turning
             them into a ``failed`` outcome; the Ray executor sets it so that Ray retries them.
 
@@ -308,16 +308,13 @@ def compute_class(
     try:
         with _class_lock(directory):
             if is_up_to_date(prep, class_index):
-                log(f"  {class_index:>5} {name}: artifact up to date, skipped")
                 return ClassOutcome(class_index, name, "skipped", directory, "artifact up to date")
             return _compute_class(prep, class_index, progress, log)
     except (NeurflowError, ValueError) as exc:  # ours, and the core's validation errors
-        log(f"  {class_index:>5} {name}: FAILED: {exc}")
         return ClassOutcome(class_index, name, "failed", directory, str(exc))
     except Exception as exc:  # keep going with the other classes; report at the end
         if reraise:
             raise
-        log(f"  {class_index:>5} {name}: FAILED: {type(exc).__name__}: {exc}")
         if os.environ.get("NEURFLOW_DEBUG"):
             traceback.print_exc()
         return ClassOutcome(class_index, name, "failed", directory, f"{type(exc).__name__}: {exc}")
@@ -409,7 +406,15 @@ def compute(req: ComputeRequest, *, progress: ProgressFactory | None = None, log
         InputError: bad model, data, layers or classes (before any class is computed).
     """
     prep = prepare(req)
-    return [compute_class(prep, c, progress=progress, log=log) for c in prep.classes]
+    outcomes = []
+    for class_index in prep.classes:
+        outcome = compute_class(prep, class_index, progress=progress, log=log)
+        if outcome.status == "skipped":
+            log(f"  {class_index:>5} {outcome.class_name}: artifact up to date, skipped")
+        elif outcome.status == "failed":
+            log(f"  {class_index:>5} {outcome.class_name}: FAILED: {outcome.message}")
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _timed_progress(progress: ProgressFactory | None, times: dict[str, float]) -> ProgressFactory:
