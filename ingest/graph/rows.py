@@ -24,7 +24,7 @@ from .schema import (
     sg_uid,
 )
 
-__all__ = ["GraphRows", "LABEL_PROPS", "circuit_rows", "label_props", "patch_props"]
+__all__ = ["GraphRows", "LABEL_PROPS", "artifact_rows", "circuit_rows", "label_props", "patch_props"]
 
 
 def patch_props(circuit: Circuit, cls: str, patch_id: int, thumbnail: str | None = None) -> dict:
@@ -260,3 +260,19 @@ def _top_props(f, index_of: dict[str, int]) -> dict:
         "signed": [s for _, s, _ in f.top],
         "indices": [index_of[u] for _, _, path in f.top for u in path],
     }
+
+
+def artifact_rows(directory: Path, *, top_paths: int = TOP_PATHS) -> GraphRows:
+    """The rows of one artifact directory, as ``neurflow load`` and ``neurflow export`` write them:
+    its circuit, run record (scalar fields), thumbnails, and its stored labels when they were
+    made for this very artifact.
+
+    Raises:
+        ArtifactError: the artifact is missing, incomplete or corrupt.
+    """
+    from ..labelling.store import read_class_labels
+    from ..pipeline import _run_props, read_artifact
+
+    circuit, run, thumbs = read_artifact(directory)
+    return circuit_rows(circuit, run=_run_props(run), artifact_dir=Path(directory).resolve(), thumbnails=thumbs,
+                        labels=read_class_labels(directory), top_paths=top_paths)

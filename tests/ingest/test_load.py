@@ -159,7 +159,7 @@ def test_killed_load_then_rerun_gives_the_same_graph(graph, artifacts: Path) -> 
     reference = graph_counts(graph)
     graph.driver.execute_query("MATCH (n) DETACH DELETE n", database_=graph.database)
 
-    cmd = [sys.executable, "-m", "neurflow.ingest.cli", "load", *map(str, dirs), "--batch-size", "5", "--no-link", "--quiet"]
+    cmd = [sys.executable, "-c", "import sys; from neurflow.ingest.cli import main; sys.exit(main())", "load", *map(str, dirs), "--batch-size", "5", "--no-link", "--quiet"]
     proc = subprocess.Popen(cmd, env=_cli_env(graph), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     killed_at = None
