@@ -192,7 +192,7 @@ def synth_circuit(rng: np.random.Generator, class_index: int, *, tau: int, n_exe
 
 def synth_atlas(model: str, circuits: list, rng: np.random.Generator, *, concepts_per_layer: int = 20, min_jaccard: float = 0.1, top_similar: int = 10) -> dict[str, list[dict]]:
     """Rows for ``ATLAS_WRITES``: concepts by neuron (with noise), SIMILAR_TO by Jaccard of channel sets."""
-    from neurflow.ingest.graph_rows import class_uid, group_uid, sg_uid
+    from neurflow.ingest.graph.schema import class_uid, group_uid, sg_uid
 
     concept_rows, expresses, similar = [], [], []
     members: dict[tuple[str, int], set[int]] = defaultdict(set)
@@ -253,7 +253,7 @@ PROPOSED_WRITES: dict[str, str] = {
 
 def load_graph(conn, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
     """Synthesise and load ``args.classes`` circuits, the atlas and the debug/eval properties."""
-    from neurflow.ingest import graph_writer
+    from neurflow.ingest.graph import writer as graph_writer
 
     graph_writer.ensure_schema(conn.driver, conn.database)
     saved = dict(graph_writer.WRITES)
@@ -267,9 +267,10 @@ def load_graph(conn, args: argparse.Namespace, rng: np.random.Generator) -> dict
 
 
 def _load(conn, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
-    from neurflow.ingest.atlas_writer import ATLAS_WRITES
-    from neurflow.ingest.graph_rows import circuit_rows, model_uid
-    from neurflow.ingest.graph_writer import batched, run_write, write_class
+    from neurflow.ingest.graph.atlas import ATLAS_WRITES
+    from neurflow.ingest.graph.rows import circuit_rows
+    from neurflow.ingest.graph.schema import model_uid
+    from neurflow.ingest.graph.writer import batched, run_write, write_class
 
     model = model_uid(MODEL_NAME, FINGERPRINT)
     circuits, write_s, rels, rows_total = [], 0.0, 0, 0

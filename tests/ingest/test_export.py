@@ -12,8 +12,14 @@ import math
 from pathlib import Path
 
 import pytest
-
-from neurflow.ingest.graph.export import ARRAY_DELIMITER, _type_of, export_artifacts, graph_of_rows, read_neo4j_admin, write_neo4j_admin
+from neurflow.ingest.graph.export import (
+    ARRAY_DELIMITER,
+    _type_of,
+    export_artifacts,
+    graph_of_rows,
+    read_neo4j_admin,
+    write_neo4j_admin,
+)
 from neurflow.ingest.graph.rows import artifact_rows
 from neurflow.ingest.pipeline import find_artifacts
 
@@ -102,7 +108,6 @@ def test_same_graph_as_load_and_link(graph, artifacts: Path, exported) -> None:
 
 def test_cli_writes_files_and_prints_the_command(artifacts: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
-
     from neurflow.ingest.cli_export import export
 
     result = CliRunner().invoke(export, ["--format", "neo4j-admin", str(artifacts), "--to", str(tmp_path / "csv"), "--no-link"])

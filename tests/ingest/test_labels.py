@@ -197,7 +197,7 @@ def test_label_command_does_not_import_torch_for_help():
 
 
 def test_concept_labels_are_restored_by_link_and_dropped_when_an_artifact_changes(graph, class_dirs, image_folder, tmp_path):
-    from neurflow.ingest.atlas_writer import link_artifacts
+    from neurflow.ingest.graph.atlas import link_artifacts
     from neurflow.ingest.labelling.concepts import label_concepts, read_concept_labels
     from neurflow.ingest.pipeline import load
 

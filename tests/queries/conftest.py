@@ -6,7 +6,7 @@
   writes them) in a temporary folder. No database.
 * ``loaded`` (module): the session's embedded server (``bolt`` from tests/conftest.py)
   wiped, then the artifacts loaded with ``neurflow.ingest.pipeline.load`` and linked
-  with ``neurflow.ingest.atlas_writer.link_artifacts``, then the properties that
+  with ``neurflow.ingest.graph.atlas.link_artifacts``, then the properties that
   ``neurflow debug`` and ``neurflow evaluate`` write planted on a few groups and classes.
   The tests of a module only read it. (The ``graph`` fixture wipes per test; this one
   loads once for every query test of a module instead.)
@@ -47,7 +47,7 @@ class Loaded:
         art: the artifacts.
         model: the model uid.
         rows: class index -> the loader's :class:`GraphRows` of that class.
-        atlas: the atlas rows per statement (``neurflow.ingest.atlas_writer.atlas_rows``).
+        atlas: the atlas rows per statement (``neurflow.ingest.graph.atlas.atlas_rows``).
         planted: the bias properties set per group uid (``biased_top`` is the planted
             most biased group).
         evaluated: the eval properties set per class uid.
@@ -64,7 +64,7 @@ class Loaded:
     labels: dict = field(default_factory=dict)  # class index -> ClassLabels (`neurflow label`, annotations)
 
     def class_uid(self, index: int) -> str:
-        from neurflow.ingest.graph_rows import class_uid
+        from neurflow.ingest.graph.schema import class_uid
 
         return class_uid(self.model, index)
 
@@ -137,7 +137,7 @@ def query_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 
 
 def _write(conn, query: str, **params) -> None:
-    from neurflow.ingest.graph_writer import run_write
+    from neurflow.ingest.graph.writer import run_write
 
     run_write(conn.driver, conn.database, query, **params)
 
@@ -187,8 +187,9 @@ def label_artifacts(conn, art: Artifacts) -> dict:
 @pytest.fixture(scope="module")
 def loaded(bolt, query_artifacts: Artifacts) -> Loaded:
     """Wipe the session database, load and link the artifacts, plant debug/eval properties."""
-    from neurflow.ingest.atlas_writer import link_artifacts
-    from neurflow.ingest.graph_rows import circuit_rows, model_uid
+    from neurflow.ingest.graph.atlas import link_artifacts
+    from neurflow.ingest.graph.rows import circuit_rows
+    from neurflow.ingest.graph.schema import model_uid
     from neurflow.ingest.pipeline import _run_props, load, read_artifact
 
     bolt.driver.execute_query("MATCH (n) DETACH DELETE n", database_=bolt.database)

@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from neurflow.ingest.path_figures import PathEdge, brute_force_paths, path_figures
+from neurflow.ingest.graph.path_figures import PathEdge, brute_force_paths, path_figures
 
 # --------------------------------------------------------------------------- the dynamic programs
 
@@ -175,7 +175,7 @@ def test_trace_class_equals_the_old_enumeration_at_every_depth_and_limit(loaded)
 
 
 def test_trace_group_up_group_detail_concept_classes_equal_the_old_enumeration(loaded):
-    from neurflow.ingest.graph_rows import group_uid
+    from neurflow.ingest.graph.schema import group_uid
 
     seen_paths = 0
     for index, circuit in loaded.art.circuits.items():
@@ -205,8 +205,9 @@ def test_trace_group_up_group_detail_concept_classes_equal_the_old_enumeration(l
 def test_fewer_kept_paths_cap_the_rows_and_keep_them_exact(loaded):
     """Reload one class keeping 2 paths per group: the queries return at most 2 (exact) paths
     where a group has more, all of them where none does; a reload restores the default."""
-    from neurflow.ingest.graph_rows import circuit_rows, group_uid
-    from neurflow.ingest.graph_writer import write_class
+    from neurflow.ingest.graph.rows import circuit_rows
+    from neurflow.ingest.graph.schema import group_uid
+    from neurflow.ingest.graph.writer import write_class
     from neurflow.ingest.pipeline import _run_props, read_artifact
 
     conn = loaded.conn

@@ -73,7 +73,7 @@ def web_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _write(conn, query: str, **params) -> None:
-    from neurflow.ingest.graph_writer import run_write
+    from neurflow.ingest.graph.writer import run_write
 
     run_write(conn.driver, conn.database, query, **params)
 
@@ -81,7 +81,7 @@ def _write(conn, query: str, **params) -> None:
 @pytest.fixture(scope="module")
 def web_graph(bolt, web_data) -> WebGraph:
     """Wipe, load and link the artifacts; plant debug and evaluation evidence."""
-    from neurflow.ingest.atlas_writer import link_artifacts
+    from neurflow.ingest.graph.atlas import link_artifacts
     from neurflow.ingest.pipeline import find_artifacts, load
 
     data, out = web_data

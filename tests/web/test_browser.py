@@ -276,7 +276,7 @@ def test_report_from_disk_offline(browser, web_graph, tmp_path):
 def test_paper_depth_circuit_is_readable_in_the_browser(browser, server, web_graph):
     """A synthetic circuit of paper depth (logit + 10 layers of 10 groups) written to the graph:
     every group is drawn, no two overlap on screen, every edge is there."""
-    from neurflow.ingest.graph_writer import run_write
+    from neurflow.ingest.graph.writer import run_write
 
     from .test_layout import synthetic
 

@@ -235,7 +235,7 @@ def test_cli_report_and_its_errors(web_graph, tmp_path, monkeypatch):
 
 def test_labels_show_on_the_circuit_the_group_page_and_in_search(client, web_graph):
     """A ``label`` property on a NeuronGroup (written by a labeller) is shown where the group is."""
-    from neurflow.ingest.graph_writer import run_write
+    from neurflow.ingest.graph.writer import run_write
 
     g = web_graph.run("class_circuit", **{"class": "kite"})[1]["group"]
     conn = web_graph.conn
