@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from neurflow.ingest.cli_demo import demo_request
+    from neurflow.ingest.cli.demo import demo_request
     from neurflow.ingest.demo.model import ensure_demo
     from neurflow.ingest.pipeline import compute
 

@@ -23,9 +23,11 @@ from neurflow.atlas import Atlas, build_atlas
 from neurflow.circuit import Circuit
 from neurflow.debugging import ClassDebug, DebugConfig, Verdict, assign_verdicts, debug_circuit
 
-from .errors import ArtifactError, AuthenticationFailed, DatabaseError, DatabaseUnavailable, InputError
-from .graph_rows import class_uid, group_uid, model_uid, patch_props, patch_uid
-from .pipeline import artifact_dir, find_artifacts, read_artifact
+from .errors import ArtifactError, InputError
+from .graph.errors import translating_errors
+from .graph.rows import patch_props
+from .graph.schema import class_uid, group_uid, image_uid, model_uid, patch_uid
+from .session import ArtifactSet
 
 __all__ = ["DEBUG_WRITES", "GROUP_PROPS", "Predictions", "classify_folder", "debug_rows", "debug_classes", "write_debug", "shared_concepts", "result_json"]
 
@@ -112,7 +114,7 @@ def debug_rows(circuit: Circuit, result: ClassDebug, image_paths: Sequence[str],
         n_tp, n_fp = result.n_tp, result.n_fp
         for r, (i, drop) in enumerate(e.top_images):
             source = "tp" if i < n_tp else "fp" if i < n_tp + n_fp else "user"
-            rows["images"].append({"group": g, "uid": f"{m}/img/{image_paths[i]}", "path": image_paths[i], "model": m, "source": source, "rank": r, "logit_drop": drop})
+            rows["images"].append({"group": g, "uid": image_uid(m, image_paths[i]), "path": image_paths[i], "model": m, "source": source, "rank": r, "logit_drop": drop})
         for r, (p, drop) in enumerate(e.top_patches):
             props = patch_props(circuit, c, p)
             del props["thumbnail"]  # keep a thumbnail the loader wrote
@@ -141,28 +143,16 @@ def write_debug(driver: neo4j.Driver, database: str | None, cls: str, rows: dict
             else:
                 tx.run(query, cls=cls).consume()
 
-    try:
+    with translating_errors("writing the debug evidence", unavailable_note="; nothing of this class was written"):
         with driver.session(database=database) as session:
             session.execute_write(work)
-    except neo4j.exceptions.AuthError as exc:
-        raise AuthenticationFailed() from exc
-    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as exc:
-        raise DatabaseUnavailable(f"the graph database became unreachable while writing the debug evidence ({type(exc).__name__}); nothing of this class was written") from exc
-    except neo4j.exceptions.Neo4jError as exc:
-        raise DatabaseError(f"writing the debug evidence failed ({exc.code}): {exc.message}") from exc
-    except neo4j.exceptions.DriverError as exc:
-        raise DatabaseUnavailable(f"the graph database connection failed while writing the debug evidence ({type(exc).__name__})") from exc
 
 
 def _class_loaded(driver: neo4j.Driver, database: str | None, cls: str) -> bool:
-    try:
+    with translating_errors(f"reading class {cls}"):
         records, _, _ = driver.execute_query(
             "MATCH (c:Class {uid: $cls}) RETURN c.complete AS complete", parameters_={"cls": cls}, database_=database, routing_=neo4j.RoutingControl.READ
         )
-    except (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired) as exc:
-        raise DatabaseUnavailable(f"the graph database became unreachable ({type(exc).__name__})") from exc
-    except neo4j.exceptions.Neo4jError as exc:
-        raise DatabaseError(f"reading class {cls} failed ({exc.code}): {exc.message}") from exc
     return bool(records) and bool(records[0]["complete"])
 
 
@@ -369,7 +359,7 @@ def object_shares_on_false_positives(model, circuit: Circuit, result: ClassDebug
 
 def debug_classes(
     conn,
-    req,
+    artifacts: ArtifactSet,
     *,
     classes: str = "all",
     images_dir: Path | None = None,
@@ -391,8 +381,8 @@ def debug_classes(
 
     Args:
         conn: a connection (``.driver``, ``.database``), or None with ``write=False``.
-        req: a :class:`~neurflow.ingest.pipeline.ComputeRequest` naming model, weights,
-            data and artifact directory (as used to compute the circuits).
+        artifacts: the classes' artifacts with their loaded model and data root
+            (:func:`neurflow.ingest.session.open_artifacts`).
         images_dir: optional folder of extra images to score (any layout).
         annotations: optional per-pixel concept annotations of the data folder (the format of
             ``neurflow label --labeller annotations``): whether a group reacts to an object or
@@ -407,29 +397,17 @@ def debug_classes(
         written in its own transaction. A class with fewer false positives than the
         evidence floor gets the verdict "insufficient evidence" (written too).
     """
-    from neurflow.fingerprint import model_fingerprint
-
-    from .images import resolve_classes, scan_data
-    from .models import load_model
-    from .pipeline import resolve_device
+    from .images import resolve_classes
 
     config = config or DebugConfig()
-    device = resolve_device(req.device)
-    spec = load_model(req.model, req.weights, input_size=req.input_size, mean=req.mean, std=req.std, normalize=req.normalize, demo_root=req.demo_root)
-    model = spec.module.to(device).eval()
-    fingerprint = model_fingerprint(model)
-    data = scan_data(req.data, spec.categories)
+    session = artifacts.session
+    spec, model, device, fingerprint = session.spec, session.module, session.device, session.fingerprint
+    data = session.data(artifacts.data)
     wanted = resolve_classes(classes, data, spec.categories)
-    circuits: dict[int, tuple[Circuit, Path]] = {}
-    for d in find_artifacts([req.out]):
-        circuit, _, _ = read_artifact(d)
-        if circuit.model_name == spec.name:
-            circuits[circuit.class_index] = (circuit, d)
+    circuits = artifacts.circuits
     for idx in wanted:
         if idx not in circuits:
-            raise ArtifactError(
-                f"class {idx} ({data.names[idx]}) has no circuit artifact under {artifact_dir(req.out, spec.name, idx, data.names[idx]).parent}; run 'neurflow ingest' for it first"
-            )
+            raise ArtifactError(f"class {idx} ({data.names[idx]}) has no circuit artifact of model '{spec.name}'; run 'neurflow ingest' for it first")
         if circuits[idx][0].model_fingerprint != fingerprint:
             raise InputError(
                 f"the model's weights (fingerprint {fingerprint[:19]}) differ from those of class {idx}'s circuit ({circuits[idx][0].model_fingerprint[:19]}); "

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
-from .models import Preprocess
+from .preprocess import Preprocess, fit
 
 __all__ = ["DataIndex", "ClassImages", "scan_data", "resolve_classes", "load_class_images", "IMAGE_EXTENSIONS"]
 
@@ -146,13 +146,7 @@ def resolve_classes(spec: str, data: DataIndex, categories: tuple[str, ...] | No
 
 def _load_one(path: Path, pre: Preprocess) -> torch.Tensor:
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        scale = pre.resize / min(w, h)
-        im = im.resize((max(pre.input_size, round(w * scale)), max(pre.input_size, round(h * scale))), Image.BILINEAR)
-        w, h = im.size
-        left, top = (w - pre.input_size) // 2, (h - pre.input_size) // 2
-        im = im.crop((left, top, left + pre.input_size, top + pre.input_size))
+        im = fit(im.convert("RGB"), pre)
         arr = np.asarray(im, dtype=np.float32) / 255.0
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1)
     if pre.mean is not None and pre.std is not None:

@@ -27,31 +27,12 @@ from torch import nn
 from neurflow.presets import LAYER_PRESETS
 
 from .errors import InputError
+from .preprocess import Preprocess, parse_resize
 
 __all__ = ["ModelSpec", "Preprocess", "load_model", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image file becomes a model input.
-
-    Attributes:
-        input_size: side of the square model input (and of every patch).
-        resize: the shorter side is resized to this before the centre crop.
-        mean: per-channel mean, or None for no normalisation.
-        std: per-channel std, or None.
-    """
-
-    input_size: int
-    resize: int
-    mean: tuple[float, ...] | None
-    std: tuple[float, ...] | None
-
-    def describe(self) -> dict:
-        return {"input_size": self.input_size, "resize": self.resize, "mean": self.mean, "std": self.std}
 
 
 @dataclass
@@ -128,6 +109,7 @@ def load_model(
     std: tuple[float, ...] | None = None,
     normalize: bool = True,
     demo_root: Path | None = None,
+    resize: str | None = None,
 ) -> ModelSpec:
     """Build the classifier named by ``model`` with ``weights``.
 
@@ -137,6 +119,8 @@ def load_model(
         weights: a torchvision weights name of that model (``IMAGENET1K_V2``, ``DEFAULT``),
             or a path to a state_dict file; None for the model's own initialisation.
         input_size, mean, std, normalize: preprocessing overrides (see module docstring).
+        resize: the resize policy (``shorter:N``, ``exact``, ``none``; see
+            :mod:`neurflow.ingest.preprocess`); None keeps the model's default.
         demo_root: where the demo world and model live (for ``model == "demo"``).
 
     Raises:
@@ -146,6 +130,8 @@ def load_model(
     categories: tuple[str, ...] | None = None
     pre_resize = pre_size = None
     pre_mean, pre_std = IMAGENET_MEAN, IMAGENET_STD
+    interpolation = "bilinear"
+    parsed = parse_resize(resize)  # validated before anything is built
     layers: tuple[str, ...] | None = None
     weights_desc = "initialisation"
 
@@ -194,6 +180,7 @@ def load_model(
             tf = tv_weights.transforms()
             pre_size, pre_resize = int(tf.crop_size[0]), int(tf.resize_size[0])
             pre_mean, pre_std = tuple(tf.mean), tuple(tf.std)
+            interpolation = str(getattr(tf.interpolation, "value", tf.interpolation))  # e.g. "bilinear", "bicubic"
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -202,9 +189,19 @@ def load_model(
         weights_desc = f"file:{path.name}"
 
     size = int(input_size or pre_size or 224)
-    resize = int(pre_resize if (pre_resize and not input_size) else round(size / 0.875))
+    side = int(pre_resize if (pre_resize and not input_size) else round(size / 0.875))
     if model == "demo" and not input_size:
-        resize = size
+        side = size
+    policy = "shorter"
+    if parsed is not None:
+        policy = parsed[0]
+        if parsed[1] is not None:
+            resize_to = parsed[1]
+            if resize_to < size:
+                raise InputError(f"--resize shorter:{resize_to} is smaller than the input size {size}")
+            side = resize_to
+    if policy != "shorter":
+        side = size
     if mean is not None or std is not None:
         if mean is None or std is None or len(mean) != len(std):
             raise InputError("--mean and --std must be given together, with one value per channel")
@@ -212,7 +209,7 @@ def load_model(
     if not normalize:
         pre_mean = pre_std = None  # type: ignore[assignment]
     module.eval()
-    return ModelSpec(name=name, module=module, layers=layers, preprocess=Preprocess(size, resize, pre_mean, pre_std), categories=categories, weights=weights_desc)
+    return ModelSpec(name=name, module=module, layers=layers, preprocess=Preprocess(size, side, pre_mean, pre_std, policy, interpolation), categories=categories, weights=weights_desc)
 
 
 def _download_guard(model: str, tv_weights, build):

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,7 +118,7 @@ SPEED_ONLY = ("batch_size", "ig_batch", "map_cache_mb", "channels_last")
 
 
 def _settings_key(req: ComputeRequest, layers: Sequence[str], fingerprint: str, preprocess: dict) -> str:
-    config = {k: v for k, v in asdict(req.config).items() if k not in SPEED_ONLY}
+    config = {k: v for k, v in req.config.as_dict().items() if k not in SPEED_ONLY}
     doc = {
         "config": {**config, "scales": list(req.config.scales)},
         "layers": list(layers),
@@ -382,7 +382,7 @@ def _compute_class(prep: Prepared, class_index: int, progress: ProgressFactory |
         "model_fingerprint": circuit.model_fingerprint,
         "data_fingerprint": circuit.data_fingerprint,
         "preprocess": json.dumps(spec.preprocess.describe()),
-        "config": json.dumps({**asdict(req.config), "scales": list(req.config.scales)}),
+        "config": json.dumps(req.config.as_dict()),
         "include_misclassified": req.include_misclassified,
         "n_images": len(imgs.ids),
         "n_images_used": int(used.size),
@@ -493,8 +493,8 @@ def load(
     Incomplete or corrupt artifacts are reported and skipped; database errors stop the load
     (raised as DatabaseError) since every later class would fail the same way.
     """
-    from .graph_rows import circuit_rows
-    from .graph_writer import ensure_schema, write_class
+    from .graph.rows import circuit_rows
+    from .graph.writer import ensure_schema, write_class
     from .labelling.store import read_class_labels
 
     ensure_schema(driver, database)

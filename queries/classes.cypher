@@ -23,6 +23,7 @@
 //   biased_groups int: its neuron groups marked biased
 //   evaluated_at string: when `neurflow evaluate` last ran on it (null = never)
 //   faithful bool: eval_faithful (null = not evaluated)
+//   artifact string: the artifact folder it was loaded from (commands on loaded classes default to it)
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
 WHERE $model IS NULL OR $model IN [m.uid, m.name]
 RETURN c.uid AS class,
@@ -37,5 +38,6 @@ RETURN c.uid AS class,
        c.debugged_at AS debugged_at,
        COUNT { (c)-[:HAS_GROUP]->(g:NeuronGroup) WHERE g.biased = true } AS biased_groups,
        c.evaluated_at AS evaluated_at,
-       c.eval_faithful AS faithful
+       c.eval_faithful AS faithful,
+       c.artifact AS artifact
 ORDER BY model, class_index

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from neurflow.ingest.errors import AuthenticationFailed, DatabaseError, DatabaseUnavailable, InputError, NeurflowError
+from neurflow.errors import AuthenticationFailed, DatabaseError, DatabaseUnavailable, InputError, NeurflowError
 
 __all__ = [
     "TYPES",

@@ -14,18 +14,19 @@ import click
 
 # name -> "module:attribute" of a click command; imported on first use.
 _COMMANDS: dict[str, str] = {
-    "compute": "neurflow.ingest.cli_ingest:compute",
-    "load": "neurflow.ingest.cli_ingest:load",
-    "ingest": "neurflow.ingest.cli_ingest:ingest",
-    "link": "neurflow.ingest.cli_ingest:link",
-    "demo": "neurflow.ingest.cli_demo:demo",
-    "db": "neurflow.ingest.cli_db:db",
-    "query": "neurflow.queries.cli:query",
-    "debug": "neurflow.ingest.cli_debug:debug",
-    "evaluate": "neurflow.ingest.cli_evaluate:evaluate",
-    "label": "neurflow.ingest.cli_label:label",
-    "serve": "neurflow.ingest.cli_serve:serve",
-    "report": "neurflow.ingest.cli_report:report",
+    "compute": "neurflow.ingest.cli.compute:compute",
+    "load": "neurflow.ingest.cli.load:load",
+    "ingest": "neurflow.ingest.cli.ingest:ingest",
+    "link": "neurflow.ingest.cli.link:link",
+    "export": "neurflow.ingest.cli_export:export",
+    "demo": "neurflow.ingest.cli.demo:demo",
+    "db": "neurflow.ingest.cli.db:db",
+    "query": "neurflow.ingest.cli.query:query",
+    "debug": "neurflow.ingest.cli.debug:debug",
+    "evaluate": "neurflow.ingest.cli.evaluate:evaluate",
+    "label": "neurflow.ingest.cli.label:label",
+    "serve": "neurflow.ingest.cli.serve:serve",
+    "report": "neurflow.ingest.cli.report:report",
 }
 
 _HELP: dict[str, str] = {
@@ -33,6 +34,7 @@ _HELP: dict[str, str] = {
     "load": "Load existing circuit artifacts into the graph.",
     "ingest": "Compute circuits, then load them into the graph (compute + load + link).",
     "link": "Build the cross-class concept atlas from the artifacts and write it.",
+    "export": "Write circuit artifacts as CSV files for neo4j-admin bulk import (no database).",
     "demo": "The offline main job: demo world + model, ingest all classes, show queries.",
     "db": "Start, stop or inspect the embedded Bolt database.",
     "query": "Run a named Cypher query from the query library.",

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .cli_common import handle_errors
-from .embedded_db import DbInfo
+from .options import handle_errors
+from ..embedded_db import DbInfo
 
 __all__ = ["db"]
 
@@ -41,7 +41,7 @@ def db() -> None:
 @handle_errors
 def start(port: int | None, http_port: int | None, heap: str | None, timeout: float, fmt: str) -> None:
     """Start the embedded database in the background (or reuse the running one)."""
-    from . import embedded_db
+    from .. import embedded_db
 
     _show(embedded_db.start(port=port, http_port=http_port, timeout=timeout, heap_size=heap), fmt)
 
@@ -51,7 +51,7 @@ def start(port: int | None, http_port: int | None, heap: str | None, timeout: fl
 @handle_errors
 def stop(timeout: float) -> None:
     """Stop the embedded database."""
-    from . import embedded_db
+    from .. import embedded_db
 
     was = embedded_db.status()
     if embedded_db.stop(timeout=timeout):
@@ -65,7 +65,7 @@ def stop(timeout: float) -> None:
 @handle_errors
 def status(fmt: str) -> None:
     """Show whether the embedded database runs, and how to connect to it."""
-    from . import embedded_db
+    from .. import embedded_db
 
     _show(embedded_db.status(), fmt)
 

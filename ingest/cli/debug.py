@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import connect_from_options, db_options, echo_err, handle_errors, parse_floats
+from .options import artifacts_option, connect_from_options, db_options, echo_err, handle_errors, model_options, model_options_from, quiet_option
 
 __all__ = ["debug"]
 
@@ -22,12 +22,12 @@ def _default(name: str):
 
 
 @click.command()
-@click.option("--model", default="resnet50", show_default=True, help="As for 'neurflow compute' ('demo' for the demo model).")
-@click.option("--weights", default=None)
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="ImageFolder root holding every class (false positives come from the other classes).")
+@model_options(default_model=None)
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="ImageFolder root holding every class (false positives come from the other classes) [default: the artifacts' data root].")
 @click.option("--classes", default="all", show_default=True)
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None, help="Optional folder of extra images to score with the group metric.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("artifacts"), show_default=True, envvar="NEURFLOW_ARTIFACTS", help="Artifact directory of the circuits.")
+@artifacts_option
 @click.option("--annotations", "annotations_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Per-pixel concept annotations of --data (the 'neurflow label --labeller annotations' format): on the false positives "
                    "a group removes, objects (any class's own concepts) cover >= 0.5 of the annotated pixels where it fires: not spurious; "
@@ -43,19 +43,13 @@ def _default(name: str):
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers decoding images.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--top", "top_n", type=int, default=_default("top_n"), show_default=True, help="Top images/patches by logit drop kept per group.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--input-size", type=int, default=None)
-@click.option("--mean", default=None)
-@click.option("--std", default=None)
-@click.option("--no-normalize", is_flag=True)
-@click.option("--demo-root", type=click.Path(path_type=Path), default=Path(".neurflow/demo"), show_default=True, help="Where the demo model lives (--model demo).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--no-graph", is_flag=True, help="Only print; write nothing to the graph.")
 @db_options
-@click.option("--quiet", is_flag=True)
+@quiet_option
 @handle_errors
-def debug(model, weights, data, classes, images_dir, out, annotations_dir, alpha, fdr_scope, min_fp, draws, max_draws, max_tp, max_fp, batch_size, workers, seed, top_n,
-          device, input_size, mean, std, no_normalize, demo_root, fmt, no_graph, uri, user, password, database, quiet) -> None:
+def debug(data, classes, images_dir, out, annotations_dir, alpha, fdr_scope, min_fp, draws, max_draws, max_tp, max_fp, batch_size, workers, seed, top_n,
+          fmt, no_graph, uri, user, password, database, quiet, **model_kw) -> None:
     """Test every neuron group of a class for causing its false positives, and for being spurious (Section 5.1).
 
     A group *causes false positives* when masking it flips more of the class's false
@@ -66,11 +60,14 @@ def debug(model, weights, data, classes, images_dir, out, annotations_dir, alpha
     'insufficient evidence'. Groups are ranked by the bias score: the share of the false
     positives that random sets leave which masking removes, times one minus the same share
     of destroyed true positives (see neurflow.debugging.bias_score).
+
+    The model, its preprocessing, the data root and the artifacts default to what the
+    classes' artifacts recorded (their run.json; the artifact folders the graph names).
     """
     from neurflow.debugging import DebugConfig
 
-    from .debugging import debug_classes, result_json
-    from .pipeline import ComputeRequest
+    from ..debugging import debug_classes, result_json
+    from ..session import locate_artifacts, open_artifacts
 
     for name, value in (("--draws", draws), ("--min-fp", min_fp), ("--batch-size", batch_size)):
         if value < 1:
@@ -85,17 +82,16 @@ def debug(model, weights, data, classes, images_dir, out, annotations_dir, alpha
     if not 0.0 < alpha < 1.0:
         raise click.BadParameter("must be in (0, 1)", param_hint="--alpha")
     config = DebugConfig(alpha=alpha, min_fp=min_fp, reference_draws=draws, max_draws=max_draws, fdr_scope=fdr_scope, seed=seed, top_n=top_n)
-    req = ComputeRequest(
-        model=model, data=data, out=out, weights=weights, device=device, input_size=input_size,
-        mean=parse_floats(mean, "--mean"), std=parse_floats(std, "--std"), normalize=not no_normalize,
-        demo_root=demo_root if model == "demo" else None,
-    )
+    opts = model_options_from(model_kw)
     options = dict(classes=classes, images_dir=images_dir, annotations=annotations_dir, config=config, max_tp=max_tp, max_fp=max_fp, batch_size=batch_size, workers=workers, quiet=quiet, log=echo_err)
+    paths = [out] if out is not None else []
     if no_graph:
-        results = debug_classes(None, req, write=False, **options)
+        artifacts = open_artifacts(locate_artifacts(paths), opts, data)
+        results = debug_classes(None, artifacts, write=False, **options)
     else:
         with connect_from_options(uri, user, password, database) as conn:
-            results = debug_classes(conn, req, **options)
+            artifacts = open_artifacts(locate_artifacts(paths, conn), opts, data)
+            results = debug_classes(conn, artifacts, **options)
     names = {c.class_index: c.class_name for c, _ in results}
     if fmt == "json":
         click.echo(json.dumps([result_json(c, r, names) for c, r in results], indent=1))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import connect_from_options, db_options, echo_err, handle_errors
+from .options import connect_from_options, db_options, echo_err, handle_errors
 
 __all__ = ["demo", "demo_request", "DEMO_CONFIG"]
 
@@ -27,7 +27,7 @@ def demo_request(root: Path):
     demo model under ``root``, artifacts in ``root/artifacts``."""
     from neurflow.circuit import CircuitConfig
 
-    from .pipeline import ComputeRequest
+    from ..pipeline import ComputeRequest
 
     return ComputeRequest(
         model="demo",
@@ -54,8 +54,9 @@ def _run_query(conn, name: str, **params):
 @handle_errors
 def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: bool) -> None:
     """Build the demo world and model, ingest every class, and show example queries."""
-    from .cli_ingest import run_compute, run_load
-    from .demo.model import ensure_demo
+    from .compute import run_compute
+    from .load import run_load
+    from ..demo.model import ensure_demo
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -71,24 +72,25 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         raise SystemExit(1)
     with connect_from_options(uri, user, password, database) as conn:
         run_load(conn, directories, quiet)
-        from .atlas_writer import link_artifacts
+        from ..graph.atlas import link_artifacts
 
         link_artifacts(conn, [req.out], quiet=quiet)
         # concept labels (neurflow label --labeller annotations): the world's per-pixel concept
         # maps name every neuron group; stored beside the artifacts, so the debugger reads them
-        from .labelling import demo_annotations, label_classes, write_labels
+        from ..labelling import demo_annotations, label_classes, write_labels
 
-        from .labelling.concepts import label_concepts, write_concept_labels_to_graph
+        from ..labelling.concepts import label_concepts, write_concept_labels_to_graph
 
         annotations = demo_annotations(world.root)
         label_classes(directories, annotations, log=None if quiet else echo_err)
         write_labels(conn, directories)
         write_concept_labels_to_graph(conn, label_concepts([req.out], annotations, log=None if quiet else echo_err))
         if not skip_debug:
-            from .debugging import debug_classes
+            from ..debugging import debug_classes
+            from ..session import open_request_artifacts
 
             # the same annotations decide whether a group that causes false positives is part of its class
-            debugged = debug_classes(conn, req, classes="all", annotations=annotations.annotations.root, quiet=quiet)
+            debugged = debug_classes(conn, open_request_artifacts(req), classes="all", annotations=annotations.annotations.root, quiet=quiet)
             if debugged:
                 click.echo("")
                 click.echo("debug verdicts (false positives tested with FDR control; 'insufficient evidence' below the floor):")

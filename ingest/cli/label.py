@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import connect_from_options, db_options, echo_err, handle_errors
+from .options import connect_from_options, db_options, echo_err, handle_errors
 
 __all__ = ["label", "select_artifacts"]
 
@@ -19,8 +19,8 @@ def select_artifacts(out: Path, classes: str) -> list[Path]:
     Raises:
         InputError: no artifacts, or a requested class has none.
     """
-    from .errors import InputError
-    from .pipeline import find_artifacts
+    from ..errors import InputError
+    from ..pipeline import find_artifacts
 
     dirs = find_artifacts([out])
     if classes.strip() == "all":
@@ -74,8 +74,8 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
     they are written to the graph (NeuronGroup label, description, label_score,
     label_source, labelled_at; FLOWS_TO relation).
     """
-    from .errors import InputError
-    from .labelling import MIXED_THRESHOLD, AnnotationsLabeller, OpenAILabeller, demo_annotations, label_classes, plan_requests, read_annotations, write_labels
+    from ..errors import InputError
+    from ..labelling import MIXED_THRESHOLD, AnnotationsLabeller, OpenAILabeller, demo_annotations, label_classes, plan_requests, read_annotations, write_labels
 
     layer_list = tuple(x.strip() for x in layers.split(",") if x.strip()) if layers else None
     if max_requests is not None and max_requests < 1:
@@ -96,7 +96,7 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
     if dry_run:
         counts = plan_requests(dirs, chosen, layers=layer_list, force=force)
         if concepts and hasattr(chosen, "planned"):
-            from .labelling.concepts import label_concepts
+            from ..labelling.concepts import label_concepts
 
             chosen.planned = 0
             label_concepts([out], chosen, force=force)
@@ -108,7 +108,7 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
     outcomes = label_classes(dirs, chosen, layers=layer_list, force=force, log=echo_err)
     concept_labels = {}
     if concepts:
-        from .labelling.concepts import label_concepts
+        from ..labelling.concepts import label_concepts
 
         concept_labels = label_concepts([out], chosen, force=force, log=echo_err)
     sent = getattr(chosen, "sent", None)
@@ -118,7 +118,7 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
         with connect_from_options(uri, user, password, database) as conn:
             write_labels(conn, [o.directory for o in outcomes], log=echo_err)
             if concept_labels:
-                from .labelling.concepts import write_concept_labels_to_graph
+                from ..labelling.concepts import write_concept_labels_to_graph
 
                 write_concept_labels_to_graph(conn, concept_labels)
     if fmt == "json":
@@ -136,7 +136,7 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
 def _outcome_json(o) -> dict:
     from neurflow.artifact import load_circuit
 
-    from .graph_rows import class_uid, group_uid, model_uid
+    from ..graph.schema import class_uid, group_uid, model_uid
 
     circuit = load_circuit(o.directory)
     cls = class_uid(model_uid(circuit.model_name, circuit.model_fingerprint), circuit.class_index)

@@ -24,7 +24,7 @@ from typing import Any
 
 import click
 
-from neurflow.ingest.cli_common import connect_from_options, db_options, echo_err, handle_errors
+from .options import connect_from_options, db_options, echo_err, handle_errors
 
 __all__ = ["query", "to_plain", "format_records"]
 
@@ -64,7 +64,7 @@ def query(
 
     Use --list to see the queries and --describe to see one query's parameters.
     """
-    from .registry import get_query, load_queries, parse_cli_params
+    from neurflow.queries.registry import get_query, load_queries, parse_cli_params
 
     if list_:
         _print_list(load_queries(), fmt)
@@ -78,7 +78,7 @@ def query(
         return
     bound = parse_cli_params(q, params)  # before connecting: bad input needs no database
 
-    from .registry import run_query
+    from neurflow.queries.registry import run_query
 
     with connect_from_options(uri, user, password, database) as conn:
         records = run_query(conn.driver, q, bound, database=conn.database)
@@ -114,7 +114,7 @@ def _print_list(queries: dict, fmt: str) -> None:
 
 
 def _print_describe(q) -> None:
-    from .registry import format_cli
+    from neurflow.queries.registry import format_cli
 
     click.echo(f"{q.name}: {q.description}\n")
     if q.about:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from .cli_common import connect_from_options, db_options, echo_err, handle_errors
+from .options import connect_from_options, db_options, echo_err, handle_errors
 
 __all__ = ["serve", "db_label"]
 
@@ -37,7 +37,7 @@ def db_label(conn) -> str:
 @handle_errors
 def serve(host: str, port: int, allow_remote: bool, data_roots: tuple[Path, ...], uri, user, password, database) -> None:
     """Browse the circuits in a web browser: classes, circuits with their patches, groups, bias."""
-    from .web.app import is_loopback
+    from ..web.app import is_loopback
 
     if not is_loopback(host) and not allow_remote:
         raise click.UsageError(f"refusing to bind '{host}', which is not a loopback address: the explorer has no login, so anyone who "
@@ -47,8 +47,8 @@ def serve(host: str, port: int, allow_remote: bool, data_roots: tuple[Path, ...]
             raise click.BadParameter(f"'{root}' is not a folder", param_hint="--data")
     import uvicorn
 
-    from .web.app import create_app
-    from .web.views import runner
+    from ..web.app import create_app
+    from ..web.views import runner
 
     with connect_from_options(uri, user, password, database) as conn:
         label = db_label(conn)

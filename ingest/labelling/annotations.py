@@ -12,8 +12,7 @@ Annotation format (a folder, ``--annotations DIR``)::
                          for more concepts); ids in "ignore" are unlabelled pixels.
 
 A label map has the size of the original image; it goes through the same geometry as the
-image (shorter side resized to the model's ``resize``, nearest neighbour, then the centre
-crop ``input_size``), read from the artifact's run record, so the patch boxes of the
+image (:func:`neurflow.ingest.preprocess.fit`, with nearest-neighbour resampling), read from the artifact's run record, so the patch boxes of the
 artifact index it directly. ``class_concepts`` names the concepts that are the class's own
 object or object parts; a class missing from it owns the concept with its own name.
 
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..preprocess import Preprocess, fit
 from .base import ClassJob, now, template_relation
 from .store import GroupLabel, RelationLabel
 
@@ -78,12 +78,7 @@ class AnnotationSet:
                 im = Image.fromarray(np.asarray(im))  # palette indices are the ids
             w, h = im.size
             if preprocess and preprocess.get("resize") and preprocess.get("input_size"):
-                resize, crop = int(preprocess["resize"]), int(preprocess["input_size"])
-                scale = resize / min(w, h)
-                im = im.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.NEAREST)
-                w, h = im.size
-                left, top = (w - crop) // 2, (h - crop) // 2
-                im = im.crop((left, top, left + crop, top + crop))
+                im = fit(im, Preprocess.from_record(preprocess), Image.NEAREST)
             elif (w, h) != (size, size):
                 raise InputError(f"label map {path} is {w}x{h} but the model input is {size}x{size} and the artifact has no preprocessing record")
             arr = np.asarray(im).astype(np.int64)

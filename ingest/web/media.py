@@ -156,14 +156,9 @@ class MediaStore:
                 pre = None
             if not pre or not pre.get("input_size"):
                 return im.copy()
-            size, resize = int(pre["input_size"]), int(pre.get("resize") or pre["input_size"])
-            # as neurflow.ingest.images._load_one
-            w, h = im.size
-            scale = resize / min(w, h)
-            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            return im.crop((left, top, left + size, top + size))
+            from ..preprocess import Preprocess, fit
+
+            return fit(im, Preprocess.from_record(pre))
 
 
 def _encode(im: Image.Image, size: int, fmt: str) -> Picture:

@@ -27,9 +27,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from neurflow.circuit import CircuitConfig
-from neurflow.ingest import cli_evaluate
+from neurflow.ingest.cli import evaluate as cli_evaluate
 from neurflow.ingest.cli import main
-from neurflow.ingest.cli_evaluate import CLASS_EVAL, CLASS_EXISTS, RUN_EVAL, write_summary
+from neurflow.ingest.evaluating import CLASS_EVAL, CLASS_EXISTS, RUN_EVAL, write_summary
 
 SIZE = 16
 MODEL_SOURCE = textwrap.dedent(
@@ -276,7 +276,7 @@ def test_write_summary_skips_a_class_not_in_the_graph():
 
 def test_summary_lands_on_class_and_run_nodes(setup: Setup, graph):
     """On the embedded server: load the artifact, write the summary, read it back."""
-    from neurflow.ingest.graph_rows import class_uid, model_uid
+    from neurflow.ingest.graph.schema import class_uid, model_uid
     from neurflow.ingest.pipeline import load, read_artifact
 
     load(graph.driver, graph.database, [setup.artifact], log=lambda _m: None)
@@ -294,3 +294,17 @@ def test_summary_lands_on_class_and_run_nodes(setup: Setup, graph):
     rec = records[0]
     assert rec["cf"] is True and rec["cd"] == 0.25 and rec["rf"] is True and rec["rt"] == "2025-01-01T00:00:00Z"
     assert list(rec["ce"]) == ["optimality", "fidelity"]
+
+
+def test_defaults_come_from_the_artifacts_provenance(setup: Setup, tmp_path: Path):
+    """No --model/--weights/--data/--input-size: run.json says how the artifact was made."""
+    run = json.loads((setup.artifact / "run.json").read_text())
+    assert run["data_root"] == str(Path(setup.data).absolute()) and run["weights_arg"] == str(Path(setup.weights).absolute())
+    result = _invoke(["evaluate", "optimality", str(setup.artifact), *SMALL, "--no-graph", "--format", "json", "--out", str(tmp_path / "prov")])
+    assert result.exit_code == 0, result.output + result.stderr
+    with_options = _invoke(setup.args("optimality", "--no-graph", "--format", "json", "--out", str(tmp_path / "opts")))
+    assert with_options.exit_code == 0
+    assert json.loads(result.stdout)["optimality"] == json.loads(with_options.stdout)["optimality"]
+    # an override that contradicts the record is a clear error, not another model
+    result = _invoke(["evaluate", "optimality", str(setup.artifact), *SMALL, "--no-graph", "--input-size", str(SIZE * 2)])
+    assert result.exit_code == 3 and "computed with preprocessing" in result.stderr, result.stderr

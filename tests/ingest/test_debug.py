@@ -146,7 +146,7 @@ def test_database_going_down_during_debug_gives_the_project_message(image_folder
 
     conn = type("Conn", (), {"driver": type("D", (), {"session": lambda self, **k: Gone()})(), "database": "x"})()
     monkeypatch.setattr(debugging, "_class_loaded", lambda *a: True)
-    from neurflow.ingest import cli_debug
+    from neurflow.ingest.cli import debug as cli_debug
 
     monkeypatch.setattr(cli_debug, "connect_from_options", lambda *a: _Ctx(conn))
     result = CliRunner().invoke(main, ["debug", "--model", TINY, "--data", str(image_folder), "--out", str(artifacts), "--input-size", "32",
@@ -230,7 +230,7 @@ def test_shared_concepts_member_mean_is_bounded_by_the_union(artifacts: Path) ->
 def test_table_names_groups_with_the_same_neurons() -> None:
     from types import SimpleNamespace as G
 
-    from neurflow.ingest.cli_debug import neuron_cells
+    from neurflow.ingest.cli.debug import neuron_cells
 
     groups = [G(layer="b4", channels=(5, 16, 28)), G(layer="b3", channels=(28, 16, 5)), G(layer="b4", channels=(28, 5, 16)), G(layer="b4", channels=tuple(range(10)))]
     assert neuron_cells(groups) == ["[5, 16, 28]", "[28, 16, 5]", "same neurons as rank 1", "[0, 1, 2, 3, 4, 5, 6, 7] +2 more"]
@@ -241,7 +241,7 @@ def test_debug_state_is_declared_once_and_cleared_by_a_reload(graph, image_folde
     reloading the class (a possibly recomputed circuit) leaves no stale verdict."""
     import re
 
-    from neurflow.ingest.graph_writer import CLASS_DEBUG_PROPS
+    from neurflow.ingest.graph.writer import CLASS_DEBUG_PROPS
 
     statement = dict(debugging.DEBUG_WRITES)["class"]
     assert set(re.findall(r"c\.(\w+) = \$", statement)) == set(CLASS_DEBUG_PROPS) - {"bias_threshold"}
@@ -270,3 +270,23 @@ def test_part_of_class_from_a_label() -> None:
     assert debugging.part_of_class(L(class_share=0.4, part_of_class=False)) is None
     assert debugging.part_of_class(L(class_share=None, part_of_class=False)) is False  # an LLM's answer
     assert debugging.part_of_class(L(class_share=None, part_of_class=None)) is None
+
+
+def test_debug_needs_no_model_or_data_options_on_loaded_classes(graph, image_folder: Path, artifacts: Path, predicted: int, tmp_path: Path, monkeypatch) -> None:
+    """Right after ingest: the graph names the artifact folders, their run.json the model,
+    weights, preprocessing and data root; a contradicting --weights is refused."""
+    load(graph.driver, graph.database, find_artifacts([artifacts]), log=lambda _: None)
+    monkeypatch.chdir(tmp_path)  # no ./artifacts here
+    monkeypatch.delenv("NEURFLOW_ARTIFACTS", raising=False)
+    common = ["debug", "--classes", str(predicted), "--min-fp", "2", "--draws", "20", "--max-draws", "200", "--format", "json", "--quiet", *_db_args(graph)]
+    result = CliRunner().invoke(main, common)
+    assert result.exit_code == 0, result.output
+    bare = json.loads(result.output[result.output.index("[") :])
+    explicit = _debug(graph, image_folder, artifacts, "--classes", str(predicted), "--min-fp", "2", "--draws", "20", "--max-draws", "200", "--format", "json")
+    assert explicit.exit_code == 0, explicit.output
+    assert bare == json.loads(explicit.output[explicit.output.index("[") :])
+    other = tmp_path / "other.pt"
+    state = make().state_dict()
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, other)
+    result = CliRunner().invoke(main, [*common, "--weights", str(other)])
+    assert result.exit_code == 2 and "differ from those of class" in result.output

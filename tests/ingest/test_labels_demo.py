@@ -33,7 +33,7 @@ BIASED, BACKGROUND = "bee", "flowers"
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from neurflow.ingest.cli_demo import demo_request
+    from neurflow.ingest.cli.demo import demo_request
     from neurflow.ingest.demo.model import ensure_demo
     from neurflow.ingest.pipeline import compute
 
@@ -136,7 +136,7 @@ def test_find_concept_finds_the_planted_background_across_classes(graph, demo, l
     assert BIASED in by_class and len(by_class) >= 3
 
     # atlas concepts: labelled from their members' patches, restored by `neurflow link`
-    from neurflow.ingest.atlas_writer import link_artifacts
+    from neurflow.ingest.graph.atlas import link_artifacts
     from neurflow.ingest.labelling import demo_annotations
     from neurflow.ingest.labelling.concepts import label_concepts
 

@@ -79,8 +79,9 @@ class Debugged:
 
 
 def _build_and_debug(root: Path, *, bias=None, world_seed: int = 0, lookalikes: bool = False, circuit: dict | None = None, **world) -> Debugged:
-    from neurflow.ingest.cli_demo import demo_request
+    from neurflow.ingest.cli.demo import demo_request
     from neurflow.ingest.debugging import debug_classes
+    from neurflow.ingest.session import open_request_artifacts
     from neurflow.ingest.demo.model import ensure_demo, load_split_tensors
     from neurflow.ingest.labelling import demo_annotations, label_classes
     from neurflow.ingest.pipeline import compute
@@ -99,7 +100,7 @@ def _build_and_debug(root: Path, *, bias=None, world_seed: int = 0, lookalikes: 
         assert all(o.status in ("computed", "skipped") for o in outcomes), [(o.class_name, o.status, o.message) for o in outcomes]
         labeller = demo_annotations(world.root)
         label_classes([req.out], labeller)
-        results = debug_classes(None, req, classes=req.classes, annotations=labeller.annotations.root, write=False, config=CONFIG, quiet=True, log=lambda *_: None)
+        results = debug_classes(None, open_request_artifacts(req), classes=req.classes, annotations=labeller.annotations.root, write=False, config=CONFIG, quiet=True, log=lambda *_: None)
     run = Debugged(world, {c.class_name: (c, r) for c, r in results}, root, model, labels, paths, preds)
     print(f"\n{root.name}: val accuracy {trained.val_accuracy:.3f}; false positives per class {run.fp_counts()}")
     for name, (_, result) in sorted(run.by_class.items()):
@@ -294,7 +295,7 @@ def _atlas_purity(run: Debugged) -> dict[str, tuple[int, int, float]]:
     from collections import Counter
 
     from neurflow.atlas import build_atlas
-    from neurflow.ingest.cli_demo import demo_request
+    from neurflow.ingest.cli.demo import demo_request
     from neurflow.ingest.pipeline import find_artifacts, read_artifact
 
     circuits = {c.class_index: c for c, _ in run.by_class.values()}
