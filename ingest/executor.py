@@ -73,8 +73,8 @@ class ExecutorOptions:
             process (``ray.init`` by the caller) is used as it is.
         gpus_per_class: ``num_gpus`` of each class's task; fractional values share a GPU
             (0.25: four classes per GPU). 0 computes on CPU.
-        cpus_per_class: ``num_cpus`` of each class's task (Ray also sets the task's
-            ``OMP_NUM_THREADS`` to it, torch's thread count).
+        cpus_per_class: ``num_cpus`` of each class's task; the task runs torch with that
+            many threads (at least one).
         max_retries: how often Ray re-runs a class whose worker died or raised an
             unexpected error, before the class is reported as failed.
     """
@@ -205,17 +205,22 @@ def _ray_compute_class(prep: Prepared, class_index: int) -> tuple[ClassOutcome, 
     Unexpected exceptions propagate so that Ray retries the task.
     """
     import ray
+    import torch
 
     from .pipeline import resolve_device
 
+    context = ray.get_runtime_context()
+    assigned = {k: float(v) for k, v in context.get_assigned_resources().items()}
+    # torch's threads = the CPUs of this task (Ray's OMP_NUM_THREADS is set once per worker
+    # process, and a worker process runs many tasks)
+    torch.set_num_threads(max(1, int(assigned.get("CPU", 1.0))))
     device = resolve_device(prep.req.device)
     if prep.device != device:
         prep.to(device)
     notes: list[str] = []
     outcome = compute_class(prep, class_index, log=notes.append, reraise=True)
-    context = ray.get_runtime_context()
     outcome.node = f"{ray.util.get_node_ip_address()} (node {context.get_node_id()[:8]})"
-    outcome.resources = {k: float(v) for k, v in context.get_assigned_resources().items()}
+    outcome.resources = assigned
     return outcome, notes
 
 
