@@ -11,6 +11,9 @@
 // schema grows. Rows: by depth (0 = the root group of the logit layer), then index.
 // Cost: per class (its groups and FLOWS_TO); no whole-graph scan.
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $class string: the class, by name ('bee'), index (309 or '309') or uid (see trace_class)
 //   :param class => 'bee'
@@ -37,6 +40,7 @@
 //   class_props map: every property of the Class node (debug and evaluation status, as their writers add them)
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
 WHERE toString($class) IN [c.uid, c.name, toString(c.index)]
+  AND c.complete = true
   AND ($model IS NULL OR $model IN [m.uid, m.name])
 MATCH (c)-[:HAS_GROUP]->(g:NeuronGroup)
 RETURN c.uid AS class,

@@ -9,6 +9,9 @@
 // the two sides of similar_groups; everything else stays the same.
 // Cost: the two classes only; no whole-graph scan.
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $class_a string: the first class, by name, index (3 or '3') or uid (see trace_class)
 //   :param class_a => 'bee'
@@ -30,9 +33,11 @@
 //   similar_groups list<map>: {group_a, group_b, label_a, label_b, jaccard, shared} per SIMILAR_TO pair of their neuron groups at this layer, highest jaccard first
 MATCH (a:Class)-[:OF_MODEL]->(m:Model)
 WHERE toString($class_a) IN [a.uid, a.name, toString(a.index)]
+  AND a.complete = true
   AND ($model IS NULL OR $model IN [m.uid, m.name])
 MATCH (b:Class)-[:OF_MODEL]->(m)
 WHERE toString($class_b) IN [b.uid, b.name, toString(b.index)]
+  AND b.complete = true
 CALL (a, b) {
   MATCH (a)-[:HAS_GROUP]->(:NeuronGroup)<-[:MEMBER_OF]-(s:SemanticGroup)
   RETURN a.uid AS owner, s.layer AS layer, s.depth AS depth, s.channel AS channel

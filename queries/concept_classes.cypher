@@ -12,6 +12,9 @@
 // Cost: the concept's semantic groups and their neuron groups, across every class that
 // uses the concept (grows with the classes sharing it, not with the whole graph).
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $concept string: the concept uid ('{model uid}/{layer}/k{index}'), as returned by the concepts query
 //   :param concept => 'resnet50@1a2b3c4d5e6f/layer4.1/k3'
@@ -35,6 +38,7 @@
 MATCH (k:Concept {uid: $concept})<-[:EXPRESSES]-(:SemanticGroup)-[:MEMBER_OF]->(g:NeuronGroup)
 WITH DISTINCT k, g
 MATCH (c:Class {uid: g.class})-[:ROOT]->(:NeuronGroup)
+WHERE c.complete = true
 WITH k, c, g, g.root_share AS root_share, g.best_path AS best_path
 ORDER BY root_share DESC, c.index, g.uid
 LIMIT $limit

@@ -11,6 +11,9 @@
 // precomputed at load by a dynamic program over the layered DAG (NeuronGroup.root_share).
 // Cost: one group and its neighbourhood; no whole-graph scan.
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $group string: the neuron group uid ('{class uid}/{layer}/g{index}'), as returned by trace_class
 //   :param group => 'resnet50@1a2b3c4d5e6f/c309/layer4.1/g2'
@@ -41,6 +44,7 @@
 //   bias map: the `neurflow debug` evidence {bias_score, bias_rank, biased, verdict, causes_fp, spurious, q_value, draws, confusers, collateral_tp, fp_metric, tp_metric, user_metric, mask_fp_flip, mask_tp_flip, random_fp_flip, random_tp_flip, effect_fp_flip, effect_z, effect_p (the permutation p-value), mask_tp_drop, mask_tp_logit_drop, random_tp_drop, z_tp_drop, shared_classes, shared_fraction} (see biased_groups and fp_causes; all null before debug)
 MATCH (g:NeuronGroup {uid: $group})
 MATCH (c:Class {uid: g.class})-[:ROOT]->(:NeuronGroup)
+WHERE c.complete = true
 RETURN g.uid AS group,
        c.uid AS class,
        c.name AS class_name,

@@ -9,6 +9,9 @@
 // shared neuron, are not listed. compare_classes shows where the overlap lies.
 // Cost: per class, but walks every other class that shares one of its neurons (grows with the classes).
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $class string: the class, by name, index (3 or '3') or uid (see trace_class)
 //   :param class => 'bee'
@@ -29,6 +32,7 @@
 //   n_neurons int: neurons of the other class's circuit (depth >= 1)
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
 WHERE toString($class) IN [c.uid, c.name, toString(c.index)]
+  AND c.complete = true
   AND ($model IS NULL OR $model IN [m.uid, m.name])
 CALL (c) {
   MATCH (c)-[:HAS_GROUP]->(g:NeuronGroup)
@@ -37,7 +41,7 @@ CALL (c) {
   RETURN collect(DISTINCT g.layer + '/' + toString(channel)) AS mine
 }
 MATCH (m)<-[:OF_MODEL]-(o:Class)
-WHERE o.uid <> c.uid
+WHERE o.uid <> c.uid AND o.complete = true
 CALL (o) {
   MATCH (o)-[:HAS_GROUP]->(g:NeuronGroup)
   WHERE g.depth > 0

@@ -27,6 +27,9 @@
 // Run it in Neo4j Browser to see the paths drawn (column `path`); after `neurflow label`
 // the groups carry words too (column `labels`: "flowers -> flowers + bee -> bee").
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $class string: the class, by name ('bee'), index (309 or '309') or uid ('resnet50@1a2b3c4d5e6f/c309')
 //   :param class => 'bee'
@@ -50,6 +53,7 @@
 //   path path: the path itself, start group -> ... -> root (drawn by Neo4j Browser)
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
 WHERE toString($class) IN [c.uid, c.name, toString(c.index)]
+  AND c.complete = true
   AND ($model IS NULL OR $model IN [m.uid, m.name])
 MATCH (c)-[:ROOT]->(root:NeuronGroup)
 CALL (c) {

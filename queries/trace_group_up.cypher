@@ -18,6 +18,9 @@
 // rows, whatever $limit). Each returned path is matched once, group by group.
 // Cost: one group (its GroupPaths node and $limit paths); no whole-graph scan.
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $group string: the neuron group uid ('{class uid}/{layer}/g{index}', e.g. 'resnet50@1a2b3c4d5e6f/c309/layer4.1/g2'), as returned by trace_class
 //   :param group => 'resnet50@1a2b3c4d5e6f/c309/layer4.1/g2'
@@ -40,6 +43,7 @@
 //   path path: the path itself, group -> ... -> root (drawn by Neo4j Browser)
 MATCH (g:NeuronGroup {uid: $group})
 MATCH (c:Class {uid: g.class})-[:ROOT]->(root:NeuronGroup)
+WHERE c.complete = true
 MATCH (t:GroupPaths {uid: g.uid + '/paths'})
 UNWIND range(0, CASE WHEN t.kept < $limit THEN t.kept ELSE $limit END - 1) AS i
 WITH g, c, root, t, i, t.indices[i * (t.depth + 1)..(i + 1) * (t.depth + 1)] AS idx

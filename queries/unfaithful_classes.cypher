@@ -14,6 +14,9 @@
 // smallest fidelity_gap first (unknown last), then by optimality_diff.
 // Cost: whole-graph scan over the Class nodes.
 //
+// Classes whose subgraph is incomplete (complete = false: being reloaded, or a load that was
+// interrupted) are skipped; the `classes` query lists them.
+//
 // Parameters:
 //   $model string = null: the model, by uid or name; null = every model
 //   :param model => null
@@ -37,6 +40,7 @@
 //   evaluated_at string: when it was evaluated
 MATCH (c:Class)-[:OF_MODEL]->(m:Model)
 WHERE ($model IS NULL OR $model IN [m.uid, m.name])
+  AND c.complete = true
   AND (c.eval_faithful = false OR ($include_unevaluated AND c.eval_faithful IS NULL))
 RETURN c.uid AS class,
        c.name AS class_name,

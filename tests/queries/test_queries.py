@@ -502,6 +502,26 @@ def test_classes(loaded):
     assert [r["faithful"] for r in records] == [True, None, False]
 
 
+def test_per_class_queries_skip_an_incomplete_class(loaded):
+    """A class being reloaded (complete = false) is invisible to the per-class queries, and
+    `classes` still lists it, so a half-loaded circuit is never read as if it were whole."""
+    driver, db = loaded.conn.driver, loaded.conn.database
+    uid = f"{loaded.model}/c0"
+    group = rows_of(loaded.run("trace_class", **{"class": "bee", "limit": 1}))[0]["groups"][-1]
+    driver.execute_query("MATCH (c:Class {uid: $c}) SET c.complete = false", c=uid, database_=db)
+    try:
+        assert rows_of(loaded.run("trace_class", **{"class": "bee"})) == []
+        assert rows_of(loaded.run("class_circuit", **{"class": "bee"})) == []
+        assert rows_of(loaded.run("group_detail", group=group)) == []
+        assert rows_of(loaded.run("trace_group_up", group=group)) == []
+        assert rows_of(loaded.run("compare_classes", class_a="bee", class_b="fish")) == []
+        assert uid not in [r["class"] for r in rows_of(loaded.run("similar_classes", **{"class": "fish"}))]
+        assert [r["complete"] for r in rows_of(loaded.run("classes", model="tinyq"))] == [False, True, True]
+    finally:
+        driver.execute_query("MATCH (c:Class {uid: $c}) SET c.complete = true", c=uid, database_=db)
+    assert len(rows_of(loaded.run("trace_class", **{"class": "bee"}))) > 0
+
+
 # --------------------------------------------------------------------------- run_query errors
 
 
