@@ -376,7 +376,7 @@ def _compute_class(prep: Prepared, class_index: int, progress: ProgressFactory |
         "weights": spec.weights,
         # provenance: what later commands (debug, evaluate, label) load by default
         "model_arg": _path_or_name(req.model),
-        "weights_arg": _path_or_name(req.weights),
+        "weights_arg": str(spec.weights_file) if spec.weights_file is not None else _path_or_name(req.weights),
         "data_root": str(Path(req.data).absolute()),
         "demo_root": str(Path(req.demo_root).absolute()) if req.demo_root is not None else None,
         "model_fingerprint": circuit.model_fingerprint,

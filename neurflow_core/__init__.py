@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     "NeuronGroup": "circuit", "NeuronRef": "circuit", "SemanticGroup": "circuit",
     "data_fingerprint": "fingerprint", "model_fingerprint": "fingerprint",
     "knockout": "masking", "retain": "masking", "channel_mask": "masking",
-    "concept_overlap": "metrics", "group_concept_metric": "metrics", "knockout_concepts": "metrics",
+    "concept_overlap": "metrics", "core_jaccard": "metrics", "group_concept_metric": "metrics", "knockout_concepts": "metrics",
     "PatchGrid": "patches", "crop_patches": "patches", "make_patch_grid": "patches",
     "LAYER_PRESETS": "presets", "preset_layers": "presets",
     "ModelSplit": "segments", "neuron_activations": "segments", "split_model": "segments",
@@ -63,7 +63,7 @@ if TYPE_CHECKING:  # pragma: no cover  # noqa: F401 (re-exports for type checker
     from .evaluation import EvaluationConfig, evaluate_circuit
     from .fingerprint import data_fingerprint, model_fingerprint
     from .masking import knockout, retain
-    from .metrics import concept_overlap, group_concept_metric, knockout_concepts
+    from .metrics import concept_overlap, core_jaccard, group_concept_metric, knockout_concepts
     from .patches import PatchGrid, crop_patches, make_patch_grid
     from .presets import LAYER_PRESETS, preset_layers
     from .segments import ModelSplit, neuron_activations, split_model

@@ -25,7 +25,6 @@ import os
 import shutil
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +174,7 @@ def _to_json(c: Circuit, arrays_sha: str) -> dict:
         "kind": "neurflow.circuit",
         "model": {"name": c.model_name, "fingerprint": c.model_fingerprint, "layers": list(c.layers)},
         "class": {"index": c.class_index, "name": c.class_name},
-        "config": {**asdict(c.config), "scales": list(c.config.scales)},
+        "config": c.config.as_dict(),
         "data": {"fingerprint": c.data_fingerprint, "image_ids": list(c.image_ids), "num_patches": len(c.patches), "image_size": c.patches.image_size},
         "environment": dict(c.environment),
         "patches": patches,

@@ -18,6 +18,7 @@ floating-point summation order, which the tests check.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -27,10 +28,48 @@ import torch
 from .layout import memory_format_of
 from .segments import neuron_activations
 
-__all__ = ["QUADRATURES", "quadrature", "integrated_gradients", "integrated_gradients_pairs"]
+__all__ = ["IG_PRECISIONS", "QUADRATURES", "ig_precision", "quadrature", "integrated_gradients", "integrated_gradients_pairs"]
 
 Quadrature = Literal["riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre"]
 QUADRATURES: tuple[str, ...] = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+IgPrecision = Literal["fp32", "tf32", "bf16"]
+IG_PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def ig_precision(precision: str, device: torch.device | str) -> Iterator[None]:
+    """Arithmetic of the integrated-gradients forward and backward passes, for the duration.
+
+    * ``fp32``: the inputs' dtype; on CUDA, TF32 is switched off for cuBLAS matmuls and
+      cuDNN convolutions (torch lets cuDNN use TF32 by default), so float32 means float32.
+    * ``tf32``: on CUDA, matmuls and convolutions in TensorFloat-32 (10-bit mantissa inputs,
+      float32 accumulation; Ampere and later). The CPU has no TF32: the same as ``fp32``.
+    * ``bf16``: the segment runs under ``torch.autocast`` with bfloat16 (8-bit mantissa) on
+      the device, CPU included; gradients and attributions come back in the inputs' dtype.
+
+    The global TF32 flags are restored on exit, also after errors.
+
+    Raises:
+        ValueError: an unknown precision.
+    """
+    if precision not in IG_PRECISIONS:
+        raise ValueError(f"IG precision must be one of {', '.join(IG_PRECISIONS)}, got '{precision}'")
+    device_type = torch.device(device).type
+    if precision == "bf16":
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+        return
+    if device_type != "cuda":
+        yield
+        return
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    allow = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = allow
+    torch.backends.cudnn.allow_tf32 = allow
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +141,7 @@ def integrated_gradients(
     steps: int = 50,
     method: str = "riemann_right",
     max_batch: int = 256,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Channel-level integrated gradients of many target neurons over many inputs, dense.
 
@@ -112,7 +152,7 @@ def integrated_gradients(
     """
     num_targets = int(targets.numel())
     pair_target, pair_input, attr = integrated_gradients_pairs(
-        fn, inputs, targets, membership, steps=steps, method=method, max_batch=max_batch
+        fn, inputs, targets, membership, steps=steps, method=method, max_batch=max_batch, precision=precision
     )  # [M], [M], [M, C_in]
     out = torch.zeros(num_targets, inputs.shape[0], inputs.shape[1], dtype=attr.dtype, device=attr.device)  # [T, P, C_in]
     out[pair_target, pair_input] = attr
@@ -128,6 +168,7 @@ def integrated_gradients_pairs(
     steps: int = 50,
     method: str = "riemann_right",
     max_batch: int = 256,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Channel-level integrated gradients of many target neurons over many inputs.
 
@@ -163,6 +204,9 @@ def integrated_gradients_pairs(
         steps: number of quadrature nodes N.
         method: quadrature rule, see :func:`quadrature`.
         max_batch: most interpolated inputs per forward pass (the memory bound).
+        precision: arithmetic of the segment's forward and backward passes, see
+            :func:`ig_precision`; the interpolation, quadrature weights, ``x * grad`` and
+            the stored attributions stay in the inputs' dtype.
 
     Returns:
         ``(pair_target [M], pair_input [M], attr [M, C_in])``: the pairs in row-major order of
@@ -181,6 +225,8 @@ def integrated_gradients_pairs(
         raise ValueError(f"membership must be [{num_targets}, {num_inputs}], got {tuple(membership.shape)}")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values")
+    if precision not in IG_PRECISIONS:
+        raise ValueError(f"IG precision must be one of {', '.join(IG_PRECISIONS)}, got '{precision}'")
     device, dtype, layout = inputs.device, inputs.dtype, memory_format_of(inputs)
     alphas_np, weights_np = quadrature(method, steps)
     alphas = torch.as_tensor(alphas_np, dtype=dtype, device=device)  # [N]
@@ -205,8 +251,8 @@ def integrated_gradients_pairs(
         scaled = scaled.contiguous(memory_format=layout)  # keep the inputs' layout (channels_last is faster)
         scaled.requires_grad_(True)
         rounds = max(len(users[q]) for q in chunk)
-        with torch.enable_grad():
-            y = neuron_activations(fn(scaled))  # [N*p, C_out]
+        with torch.enable_grad(), ig_precision(precision, device):
+            y = neuron_activations(fn(scaled).to(dtype))  # [N*p, C_out] (autocast may compute in bfloat16)
             for r in range(rounds):
                 rows = [i for i, q in enumerate(chunk) if len(users[q]) > r]  # inputs with an r-th target
                 t_of_row = torch.tensor([users[chunk[i]][r] for i in rows], dtype=torch.long, device=device)  # [p_r]

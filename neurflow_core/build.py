@@ -243,7 +243,14 @@ def _hypertree(
             x = feature_maps(split, lower, images, grid, union, batch_size=config.batch_size)  # [U, C_lower, ...]
         with stage(progress, f"integrated gradients {upper} -> {lower}: {len(targets)} targets, {len(union)} patches", 1) as bar:
             _, pair_input, pair_attr = integrated_gradients_pairs(
-                split.segment(upper), x, torch.tensor(targets), membership, steps=config.steps, method=config.method, max_batch=config.ig_batch
+                split.segment(upper),
+                x,
+                torch.tensor(targets),
+                membership,
+                steps=config.steps,
+                method=config.method,
+                max_batch=config.ig_batch,
+                precision=config.ig_precision,
             )  # [M], [M, C_lower]: only the (target, patch) pairs used, by target then patch
             bar.update(1)
         pair_attr, pair_input = pair_attr.cpu(), pair_input.cpu().numpy()

@@ -13,7 +13,7 @@ Saving and loading live in :mod:`neurflow.artifact`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -82,7 +82,15 @@ class CircuitConfig:
             ``float32`` (default) uses the model's dtype; ``bfloat16`` runs the pass under
             autocast, about 2x faster where the hardware has bfloat16 units, with
             activations rounded to 8 mantissa bits, so near-ties in the top-k may swap.
-            Integrated gradients always run in the model's dtype.
+            Integrated gradients run in the model's dtype unless ``ig_precision`` says
+            otherwise.
+        ig_precision: arithmetic of the integrated-gradients passes (Eq. 2), most of a
+            build's work (:func:`neurflow.attribution.ig_precision`): ``fp32`` (default;
+            TF32 off on CUDA), ``tf32`` (TF32 matmuls and convolutions on CUDA; the same as
+            ``fp32`` on the CPU) or ``bf16`` (bfloat16 autocast, CPU or CUDA). Changes the
+            scores by rounding, so near-ties among core neurons may swap. Stored in the
+            artifact and the settings key only when not ``fp32``, so artifacts of the
+            default stay byte-identical to those built before the option existed.
     """
 
     tau: int = 16
@@ -100,9 +108,10 @@ class CircuitConfig:
     map_cache_mb: int = 1024
     channels_last: bool = True
     precision: str = "float32"
+    ig_precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        from .attribution import QUADRATURES
+        from .attribution import IG_PRECISIONS, QUADRATURES
 
         for name in ("tau", "k", "steps", "max_semantic_groups", "max_neuron_groups", "n_exemplars", "batch_size", "ig_batch"):
             if int(getattr(self, name)) < 1:
@@ -113,9 +122,27 @@ class CircuitConfig:
             raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, got '{self.aggregate}'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if self.ig_precision not in IG_PRECISIONS:
+            raise ValueError(f"ig_precision must be one of {', '.join(IG_PRECISIONS)}, got '{self.ig_precision}'")
         if self.method not in QUADRATURES:
             raise ValueError(f"method must be one of {', '.join(QUADRATURES)}, got '{self.method}'")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+
+    def as_dict(self) -> dict:
+        """The settings as stored in artifacts and settings keys (JSON types).
+
+        Fields added after artifacts were first written are left out while they hold
+        their default (``ig_precision="fp32"``), so those artifacts stay up to date.
+        """
+        doc = {**asdict(self), "scales": list(self.scales)}
+        for name, default in _OMITTED_AT_DEFAULT.items():
+            if doc[name] == default:
+                del doc[name]
+        return doc
+
+
+# Settings added later, left out of stored configs while at their default (see as_dict).
+_OMITTED_AT_DEFAULT = {"ig_precision": "fp32"}
 
 
 @dataclass(frozen=True)

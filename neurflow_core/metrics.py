@@ -1,8 +1,10 @@
-"""Metrics of Sections 4 and 5: the knock-out loss L(S, a) and the group-concept metric M."""
+"""Metrics of Sections 4 and 5 (the knock-out loss L(S, a), the group-concept metric M) and
+the agreement of two circuits' core neurons."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,7 +15,33 @@ from .masking import knockout
 from .patches import PatchGrid
 from .segments import ModelSplit
 
-__all__ = ["concept_overlap", "group_concept_metric", "knockout_concepts"]
+if TYPE_CHECKING:
+    from .circuit import Circuit
+
+__all__ = ["concept_overlap", "core_jaccard", "group_concept_metric", "knockout_concepts"]
+
+
+def core_jaccard(a: "Circuit", b: "Circuit", *, per_target: bool = False) -> float:
+    """Pooled Jaccard agreement of two circuits' core neurons, over all layers.
+
+    With ``per_target=False`` the elements are the core neurons of each layer (the union
+    over that layer's targets, as ``(layer, channel)``), pooled over the layers: how far two
+    builds of one class (another precision, device or quadrature) pick the same neurons.
+    With ``per_target=True`` they are ``(target, core neuron)`` pairs, which also counts a
+    neuron found for another target as a disagreement.
+
+    Returns:
+        ``|A ∩ B| / |A ∪ B|``; 1.0 when both circuits have no core neurons.
+    """
+
+    def elements(c: "Circuit") -> set[tuple]:
+        if per_target:
+            return {(t.target.layer, t.target.channel, t.lower_layer, int(s)) for t in c.targets for s in t.core}
+        return {(t.lower_layer, int(s)) for t in c.targets for s in t.core}
+
+    sa, sb = elements(a), elements(b)
+    union = sa | sb
+    return len(sa & sb) / len(union) if union else 1.0
 
 
 def concept_overlap(concept: Sequence[int] | np.ndarray, knocked: Sequence[int] | np.ndarray) -> float:

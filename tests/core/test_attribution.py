@@ -14,6 +14,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 
 from neurflow import QUADRATURES, integrated_gradients, quadrature
+from neurflow.attribution import ig_precision
 from neurflow.segments import neuron_activations
 
 from .nets import conv_bn_relu, needs_cuda
@@ -361,6 +362,65 @@ def test_bad_inputs():
         integrated_gradients(seg, torch.zeros(6, dtype=torch.float64), torch.tensor([0]))
     with pytest.raises(ValueError, match="unknown quadrature 'simpson'"):
         integrated_gradients(seg, x, torch.tensor([0]), method="simpson")
+
+
+# -- (h) reduced precision -------------------------------------------------------------------
+
+
+def test_fp32_precision_is_the_default_bit_for_bit():
+    seg = conv_bn_relu().float()
+    x = _inputs(3).float()
+    member = _membership(3, 6)
+    base = integrated_gradients(seg, x, torch.tensor([0, 2, 4]), member, steps=8)
+    again = integrated_gradients(seg, x, torch.tensor([0, 2, 4]), member, steps=8, precision="fp32")
+    tf32 = integrated_gradients(seg, x, torch.tensor([0, 2, 4]), member, steps=8, precision="tf32")  # no TF32 on a CPU
+    assert torch.equal(base, again) and torch.equal(base, tf32)
+
+
+def test_bf16_autocast_on_cpu_is_close_to_fp32_and_keeps_the_dtype():
+    seg = conv_bn_relu().float()
+    x = _inputs(4).float()
+    targets = torch.tensor([0, 1, 3])
+    member = _membership(3, 6, seed=4)
+    exact = integrated_gradients(seg, x, targets, member, steps=8)
+    bf16 = integrated_gradients(seg, x, targets, member, steps=8, precision="bf16")
+    assert bf16.dtype == torch.float32
+    assert not torch.equal(bf16, exact)  # autocast did run the segment in bfloat16
+    scale = exact.abs().max()
+    # bfloat16 has an 8-bit mantissa (relative rounding 2^-8 = 0.4%) per operation
+    assert (bf16 - exact).abs().max() <= 0.03 * scale
+    assert (bf16 == 0).equal(exact == 0)  # the same pairs are filled
+    # completeness still holds to bfloat16 accuracy
+    full = integrated_gradients(seg, x, targets, steps=32, precision="bf16", method="gausslegendre")  # [T, P, C]
+    with torch.no_grad():
+        y = neuron_activations(seg(x))[:, targets] - neuron_activations(seg(torch.zeros_like(x)))[:, targets]  # [P, T]
+    assert torch.allclose(full.sum(-1), y.T, rtol=0.03, atol=0.03 * float(y.abs().max()))
+
+
+def test_ig_precision_sets_and_restores_the_tf32_flags():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        for start in (True, False):
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = start
+            for precision, inside in (("tf32", True), ("fp32", False)):
+                with ig_precision(precision, "cuda"):  # only flags: runs without a GPU
+                    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (inside, inside)
+                assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (start, start)
+            with pytest.raises(RuntimeError, match="boom"):
+                with ig_precision("tf32" if not start else "fp32", "cuda"):
+                    raise RuntimeError("boom")
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (start, start)
+            with ig_precision("tf32", "cpu"):  # the CPU has no TF32: nothing is touched
+                assert torch.backends.cudnn.allow_tf32 == start
+        with ig_precision("bf16", "cpu"):
+            assert torch.is_autocast_enabled("cpu")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    with pytest.raises(ValueError, match="IG precision must be one of fp32, tf32, bf16, got 'fp16'"):
+        with ig_precision("fp16", "cpu"):
+            pass
+    with pytest.raises(ValueError, match="IG precision must be one of fp32, tf32, bf16, got 'half'"):
+        integrated_gradients(conv_bn_relu(), _inputs(1), torch.tensor([0]), precision="half")
 
 
 # -- GPU -----------------------------------------------------------------------------------

@@ -344,3 +344,53 @@ def test_kept_feature_maps_equal_recomputed_ones():
     small: dict[str, torch.Tensor] = {}
     patch_activations(split, images, grid, batch_size=4, keep_maps=lower, map_budget_bytes=16, maps_out=small)
     assert small == {}
+
+
+# -- reduced-precision integrated gradients ------------------------------------------------
+
+
+def test_bf16_integrated_gradients_keep_the_core_sets():
+    """bfloat16 autocast of the IG passes (on the CPU here) picks the float32 build's cores.
+
+    float32 nets: autocast leaves float64 alone. Pooled over the four classes of the tiny
+    CNN and the planted net, the core neuron sets must agree to Jaccard >= 0.95.
+    """
+    from neurflow.metrics import core_jaccard
+
+    builds = []
+    for cls in range(4):
+        for precision in ("fp32", "bf16"):
+            cfg = dataclasses.replace(TINY_CONFIG, ig_precision=precision)
+            builds.append(build_circuit(tiny_cnn().float(), tiny_images().float(), cls, list(TINY_LAYERS), cfg))
+    planted_cfg = CircuitConfig(tau=3, k=8, steps=8, max_semantic_groups=3, max_neuron_groups=4)
+    for precision in ("fp32", "bf16"):
+        cfg = dataclasses.replace(planted_cfg, ig_precision=precision)
+        builds.append(build_circuit(planted_net().float(), planted_images().float(), 0, list(PLANTED_LAYERS), cfg))
+    pooled_a = {(i, t.lower_layer, s) for i, c in enumerate(builds[0::2]) for t in c.targets for s in t.core}
+    pooled_b = {(i, t.lower_layer, s) for i, c in enumerate(builds[1::2]) for t in c.targets for s in t.core}
+    assert len(pooled_a & pooled_b) / len(pooled_a | pooled_b) >= 0.95
+    for a, b in zip(builds[0::2], builds[1::2]):
+        assert core_jaccard(a, b) >= 0.9
+        assert b.config.ig_precision == "bf16"
+    # bfloat16 did change the scores (the option is not ignored), by bfloat16 rounding only
+    diffs = [np.abs(x.all_scores - y.all_scores).max() / np.abs(x.all_scores).max() for a, b in zip(builds[0::2], builds[1::2]) for x, y in zip(a.targets, b.targets)]
+    assert 0 < max(diffs) < 0.05
+
+
+def test_ig_precision_is_stored_only_when_not_the_default(tmp_path):
+    from neurflow import load_circuit, save_circuit
+
+    assert "ig_precision" not in CircuitConfig().as_dict()
+    assert CircuitConfig(ig_precision="bf16").as_dict()["ig_precision"] == "bf16"
+    assert CircuitConfig().as_dict()["scales"] == [1.0, 0.5, 0.25]
+    with pytest.raises(ValueError, match="ig_precision must be one of fp32, tf32, bf16, got 'fp16'"):
+        CircuitConfig(ig_precision="fp16")
+    cfg = CircuitConfig(tau=2, k=4, steps=2, ig_precision="tf32")
+    circuit = build_circuit(tiny_cnn(), tiny_images(n=2, size=16), 0, ["fc", "c3"], cfg)
+    save_circuit(circuit, tmp_path / "a")
+    assert '"ig_precision": "tf32"' in (tmp_path / "a" / "circuit.json").read_text()
+    assert load_circuit(tmp_path / "a").config == cfg
+    default = build_circuit(tiny_cnn(), tiny_images(n=2, size=16), 0, ["fc", "c3"], dataclasses.replace(cfg, ig_precision="fp32"))
+    save_circuit(default, tmp_path / "b")
+    assert "ig_precision" not in (tmp_path / "b" / "circuit.json").read_text()  # as before the option existed
+    assert load_circuit(tmp_path / "b").config.ig_precision == "fp32"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurflow import concept_overlap, group_concept_metric, knockout_concepts, make_patch_grid, split_model
+from neurflow import concept_overlap, core_jaccard, group_concept_metric, knockout_concepts, make_patch_grid, split_model
 from neurflow.activations import patch_activations, top_k
 
 from .nets import tiny_cnn, tiny_images
@@ -100,3 +100,39 @@ def test_knocking_out_a_layer_the_split_traced_through_is_not_silent():
         return  # refusing is fine too
     assert knocked.tolist() == [0, 1, 2, 3, 4]  # c2 constant over D, as when c1 is a split layer
     assert knocked.tolist() != base.tolist()
+
+
+# -- agreement of two circuits' core neurons ----------------------------------------------
+
+
+def _cores(*rows):
+    """A stand-in circuit: ``rows`` of (target layer, target channel, lower layer, core)."""
+    from types import SimpleNamespace
+
+    from neurflow import NeuronRef
+
+    return SimpleNamespace(targets=[SimpleNamespace(target=NeuronRef(l, c), lower_layer=low, core=core) for l, c, low, core in rows])
+
+
+def test_core_jaccard_pools_the_layers_core_sets():
+    a = _cores(("fc", 0, "c3", (1, 2)), ("c3", 1, "c2", (5,)), ("c3", 2, "c2", (5, 6)))
+    b = _cores(("fc", 0, "c3", (1, 3)), ("c3", 1, "c2", (5, 6)), ("c3", 3, "c2", (6,)))
+    # layers' sets: a = {c3:1, c3:2, c2:5, c2:6}, b = {c3:1, c3:3, c2:5, c2:6}: 3 shared of 5
+    assert core_jaccard(a, b) == pytest.approx(3 / 5)
+    # (target, core) pairs: a has 5, b has 5; shared fc:0->1, c3:1->5: 2 of 8
+    assert core_jaccard(a, b, per_target=True) == pytest.approx(2 / 8)
+    assert core_jaccard(a, a) == core_jaccard(a, a, per_target=True) == 1.0
+    # a channel of the same number in another layer is another neuron
+    assert core_jaccard(_cores(("fc", 0, "c3", (1,))), _cores(("fc", 0, "c2", (1,)))) == 0.0
+    assert core_jaccard(_cores(), _cores()) == 1.0
+
+
+def test_core_jaccard_of_real_circuits(tiny_circuit):
+    assert core_jaccard(tiny_circuit, tiny_circuit) == 1.0
+    # drop the deepest transition's targets: what they found is missing from the pooled set
+    deepest = tiny_circuit.layers[-1]
+    shallow = type("C", (), {"targets": [t for t in tiny_circuit.targets if t.lower_layer != deepest]})()
+    full = {(t.lower_layer, s) for t in tiny_circuit.targets for s in t.core}
+    kept = {(t.lower_layer, s) for t in shallow.targets for s in t.core}
+    assert 0 < len(kept) < len(full)
+    assert core_jaccard(tiny_circuit, shallow) == pytest.approx(len(kept) / len(full))
