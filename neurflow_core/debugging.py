@@ -21,9 +21,10 @@ that masking the group removes, times one minus the share of the true positives 
 random sets keep that masking the group destroys. A group that also destroys the class's
 own true positives is the object, not a context.
 
-Masking uses the model's own segments: feature maps at a group's layer are computed once,
-then the masked maps (many random sets at once, folded into the batch) run through the
-segments above it, so each random draw costs only the top of the network.
+Masking uses the model's own segments (:mod:`neurflow.intervention`): feature maps at a
+group's layer are computed once, then the masked maps (many random sets at once, folded into
+the batch) run through the segments above it, so each random draw costs only the top of the
+network.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import nn
 
 from .activations import patch_activations
 from .circuit import Circuit, NeuronGroup
+from . import intervention
 from .metrics import group_concept_metric
 from .patches import crop_patches, make_patch_grid
 from .segments import ModelSplit, split_model
@@ -251,64 +253,13 @@ def permutation_draws(n_tests: int, config: DebugConfig) -> int:
     return int(min(config.max_draws, max(config.reference_draws, math.ceil(2 * max(n_tests, 1) / config.alpha))))
 
 
-def _suffix(split: ModelSplit, layer: str):
-    """A function from ``layer``'s output to the logits, chaining the segments above it."""
-    chain = [split.segment(up) for up in reversed(split.layers[: split.layers.index(layer)])]
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        for seg in chain:
-            x = seg(x)
-        return x
-
-    return run
-
-
-@torch.no_grad()
-def _masked_logits(suffix, feats: torch.Tensor, masks: torch.Tensor, batch_bytes: int) -> torch.Tensor:
-    """Logits of ``feats`` under each of ``masks``.
-
-    Args:
-        feats: ``[n, C, *spatial]`` feature maps at the layer.
-        masks: ``[b, C]`` 0/1 channel masks.
-
-    Returns:
-        ``[b, n, K]``.
-    """
-    n = feats.shape[0]
-    if n == 0:
-        return feats.new_zeros(masks.shape[0], 0, 0)
-    per_mask = feats[0].numel() * feats.element_size() * n
-    step = max(1, batch_bytes // max(per_mask, 1))
-    out = []
-    shape = (1, 1, feats.shape[1], *([1] * (feats.dim() - 2)))
-    for i in range(0, masks.shape[0], step):
-        m = masks[i : i + step].to(feats.dtype)  # [b', C]
-        x = feats.unsqueeze(0) * m.view(m.shape[0], *shape[1:]).unsqueeze(1)  # [b', n, C, *spatial]
-        logits = suffix(x.reshape(-1, *feats.shape[1:]))  # [b' * n, K]
-        out.append(logits.view(m.shape[0], n, -1))  # [b', n, K]
-    return torch.cat(out)
-
-
-def _drop_mask(width: int, channels: Sequence[int], device: torch.device) -> torch.Tensor:
-    mask = torch.ones(1, width, device=device)  # [1, C]
-    mask[0, torch.as_tensor(list(channels), dtype=torch.long, device=device)] = 0
-    return mask
-
-
-def _random_masks(rng: np.random.Generator, width: int, size: int, count: int, device: torch.device) -> torch.Tensor:
-    """``[count, width]`` masks, each zeroing ``size`` channels drawn without replacement."""
-    chosen = np.argsort(rng.random((count, width)), axis=1)[:, :size]  # [count, size]
-    mask = torch.ones(count, width, device=device)
-    mask.scatter_(1, torch.as_tensor(chosen, device=device), 0.0)
-    return mask
-
-
-@torch.no_grad()
-def _layer_maps(split: ModelSplit, layer: str, images: torch.Tensor, batch: int = 128) -> torch.Tensor:
-    if not len(images):
-        return images.new_zeros(0)
-    ex = split.extractor([layer])
-    return torch.cat([ex(images[i : i + batch])[layer] for i in range(0, len(images), batch)])
+# The masked forward of the debugger is neurflow.intervention's; these names stay for callers
+# that import them from here (neurflow.ingest.debugging).
+_suffix = intervention.suffix
+_masked_logits = intervention.masked_logits
+_drop_mask = intervention.drop_mask
+_random_masks = intervention.random_masks
+_layer_maps = intervention.layer_maps
 
 
 def _image_metric(circuit: Circuit, group: NeuronGroup, patch_acts: torch.Tensor, image_index: np.ndarray, n_images: int) -> np.ndarray:

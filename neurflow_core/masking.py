@@ -4,7 +4,9 @@ Definition 2 removes a set S of neurons from the computational graph; for a neur
 a channel of a layer's output, removing it means its output is zero for every input.
 Forward hooks do that on the original model (and on every fx segment built from it, which
 calls the same module objects). Hooks exist only inside the context manager and are
-removed in ``finally``, also when the body raises.
+removed in ``finally``, also when the body raises. The hooks multiply the mask into the
+output with :func:`neurflow.intervention.apply_mask`, the same function the batched masked
+forwards of the experiments and the debugger use.
 """
 
 from __future__ import annotations
@@ -15,17 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 import torch
 from torch import nn
 
+from .intervention import apply_mask, channel_mask
+
 __all__ = ["knockout", "retain", "channel_mask"]
-
-
-def channel_mask(num_channels: int, channels: Iterable[int], *, keep: bool = False, device: torch.device | None = None) -> torch.Tensor:
-    """A ``[C]`` 0/1 mask that zeroes ``channels`` (or, with ``keep``, every other channel)."""
-    idx = torch.as_tensor(sorted(set(int(c) for c in channels)), dtype=torch.long)
-    if idx.numel() and (idx.min() < 0 or idx.max() >= num_channels):
-        raise ValueError(f"channel indices must be in [0, {num_channels}), got {idx.tolist()}")
-    mask = torch.zeros(num_channels) if keep else torch.ones(num_channels)
-    mask[idx] = 1.0 if keep else 0.0
-    return mask.to(device) if device is not None else mask
 
 
 def _resolve(model: nn.Module, layers: Iterable[str]) -> dict[str, nn.Module]:
@@ -46,8 +40,8 @@ def _masked(model: nn.Module, channels: Mapping[str, Iterable[int]], keep: bool)
 
     def make_hook(name: str):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            mask = channel_mask(output.shape[1], chosen[name], keep=keep, device=output.device).to(output.dtype)
-            return output * mask.view(1, -1, *([1] * (output.dim() - 2)))
+            mask = channel_mask(output.shape[1], chosen[name], keep=keep).unsqueeze(0)  # [1, C]
+            return apply_mask(output, mask)
 
         return hook
 

@@ -212,7 +212,7 @@ def test_fast_knockout_equals_hook_knockout(trained):
 
 def test_fidelity_masking_equals_hooks_on_the_whole_model(trained):
     """The segment chain of the fidelity experiment = knockout()/retain() hooks on the model."""
-    from neurflow.evaluation import _chain_predictions
+    from neurflow.intervention import masked_predictions
     from neurflow.masking import channel_mask, knockout, retain
 
     model, _, xv, _, circuit, _ = trained
@@ -225,7 +225,7 @@ def test_fidelity_masking_equals_hooks_on_the_whole_model(trained):
             masks = {}
             for name in ("c3", "c2", "c1")[: circuit.layers.index(start)]:
                 masks[name] = torch.stack([channel_mask(widths[name], j[name][0], keep=j[name][1]) if name in j else torch.ones(widths[name]) for j in usable])
-            got = _chain_predictions(split, start, xv, masks, batch_size=7, max_batch=20)
+            got = masked_predictions(split, start, xv, masks, batch_size=7, max_batch=20)
             for row, job in zip(got, usable):
                 with contextlib.ExitStack() as stack:
                     for name, (channels, keep) in job.items():
