@@ -18,9 +18,7 @@ from typing import Any
 
 from neurflow.errors import ArtifactError, InputError
 
-DEFAULT_DEMO_ROOT = Path(".neurflow/demo")
-
-__all__ = ["DEFAULT_DEMO_ROOT", "ModelOptions", "ModelSession", "Provenance", "resolve_device", "read_provenance", "resolve_options", "open_session", "data_root"]
+__all__ = ["ModelOptions", "ModelSession", "Provenance", "resolve_device", "read_provenance", "resolve_options", "open_session", "data_root"]
 
 
 @dataclass(frozen=True)
@@ -192,7 +190,7 @@ def open_session(opts: ModelOptions) -> ModelSession:
         mean=opts.mean,
         std=opts.std,
         normalize=opts.normalize is not False,
-        demo_root=opts.demo_root or DEFAULT_DEMO_ROOT,
+        demo_root=opts.demo_root,
         resize=opts.resize,
     )
     module = spec.module.to(device).eval()

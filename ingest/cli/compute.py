@@ -55,7 +55,7 @@ def request_from(kw: dict[str, Any]):
         mean=opts.mean,
         std=opts.std,
         normalize=opts.normalize is not False,
-        demo_root=(opts.demo_root or Path(".neurflow/demo")) if opts.model == "demo" else None,
+        demo_root=opts.demo_root,
         resize=opts.resize,
     )
 

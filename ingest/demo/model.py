@@ -433,3 +433,27 @@ def _fit(world: WorldInfo, seed: int, epochs: int, quiet: bool) -> tuple[DemoCNN
         for k, cls in enumerate(world.classes)
     }
     return model, per_class, float((preds == y_val).float().mean())
+
+
+def _build_for_registry(model: str, weights: str | None, demo_root: Path | None):
+    """The demo CNN as a model family (see :mod:`neurflow.ingest.models`): the weights are
+    ``<demo_root>/model.pt`` unless given; the input is 64 px as trained (no crop)."""
+    from ..models import Built, _load_state_dict
+
+    root = Path(demo_root) if demo_root is not None else Path(".neurflow/demo")
+    state = Path(weights) if weights is not None else root / "model.pt"
+    if not state.is_file():
+        if weights is None:
+            raise InputError(f"the demo model is not trained yet ({state} is missing); run 'neurflow demo' or 'make demo'")
+        raise InputError(f"weights '{weights}' is neither a file nor a torchvision weights name")
+    module = build_model(num_classes_of(state))
+    _load_state_dict(module, state)
+    return Built(module, "demo", tuple(DEMO_LAYERS), input_size=64, resize=64, mean=tuple(DEMO_MEAN), std=tuple(DEMO_STD),
+                 weights_desc=f"file:{state.name}", weights_consumed=True, weights_file=state)
+
+
+def model_family():
+    """The demo's entry in the model registry."""
+    from ..models import ModelFamily
+
+    return ModelFamily("demo", lambda m: m == "demo", _build_for_registry, lambda: ["demo"])
