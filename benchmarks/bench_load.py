@@ -16,6 +16,8 @@ mode               what
                    into the freshly cleaned class; shared nodes MERGEd by each class
 ``shared-once``    ``atomic`` + the shared Model/Layer/Neuron nodes of all classes MERGEd once up
                    front (``write_classes``), as ``neurflow load`` of many artifacts does
+``grouped-N``      ``shared-once`` with N classes per managed transaction, their rows concatenated per
+                   statement (fuller UNWIND batches; each class still all-or-nothing)
 ``parallel-N``     ``shared-once`` with N classes written concurrently (threads)
 ``...@B``          the same with UNWIND batches of B rows
 =================  ==============================================================================
@@ -51,7 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_queries import FINGERPRINT, MODEL_NAME, SHAPE, _free_port, synth_circuit  # noqa: E402  (the generator of bench_queries)
 
-MODES = ("before", "atomic", "shared-once", "parallel-2", "shared-once@2000", "shared-once@20000")
+MODES = ("before", "atomic", "shared-once", "grouped-10", "grouped-25", "grouped-25@2000", "parallel-2")
 
 LABELS = ("Model", "Layer", "Neuron", "Class", "SemanticGroup", "NeuronGroup", "Patch", "GroupPaths", "Run")
 TYPES = ("HAS_LAYER", "FEEDS", "IN_LAYER", "OF_MODEL", "LOGIT", "HAS_SEMANTIC_GROUP", "CONTRIBUTES", "MEMBER_OF", "FLOWS_TO", "EXEMPLAR", "ROOT",
@@ -101,6 +103,8 @@ def run_mode(mode: str, rows: list, heap: str) -> dict[str, Any]:
                 stats = [write_class(conn.driver, conn.database, r, batch_size=batch_size) for r in rows]
             elif name == "shared-once":
                 stats = write_classes(conn.driver, conn.database, rows, batch_size=batch_size)
+            elif name.startswith("grouped-"):
+                stats = write_classes(conn.driver, conn.database, rows, batch_size=batch_size, classes_per_transaction=int(name.split("-")[1]))
             elif name.startswith("parallel-"):
                 stats = write_classes(conn.driver, conn.database, rows, batch_size=batch_size, workers=int(name.split("-")[1]))
             else:

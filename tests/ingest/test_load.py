@@ -130,8 +130,10 @@ def test_reloading_a_recomputed_class_drops_its_evaluation_and_debug_results(gra
     assert records[0]["n"] == 0
 
 
-def test_write_classes_in_parallel_gives_the_same_graph(graph, artifacts: Path) -> None:
-    """Shared nodes MERGEd once up front, then the classes two at a time: same counts as `load`."""
+@pytest.mark.parametrize(("workers", "per_transaction"), [(2, 1), (1, 2)])
+def test_write_classes_gives_the_same_graph(graph, artifacts: Path, workers: int, per_transaction: int) -> None:
+    """Shared nodes MERGEd once up front, then the classes two at a time (threads), or two per
+    transaction: the same counts as `load`, also when loaded again."""
     from neurflow.ingest.graph.writer import write_classes
 
     dirs = find_artifacts([artifacts])
@@ -139,9 +141,14 @@ def test_write_classes_in_parallel_gives_the_same_graph(graph, artifacts: Path) 
     for d in dirs:
         circuit, run, thumbs = read_artifact(d)
         rows.append(circuit_rows(circuit, run=run, thumbnails=thumbs))
-    stats = write_classes(graph.driver, graph.database, rows, workers=2)
-    assert [s.rows["contributes"] for s in stats] == [r.count("contributes") for r in rows]
-    assert graph_counts(graph) == expected_counts(dirs)
+    for _ in range(2):
+        stats = write_classes(graph.driver, graph.database, rows, workers=workers, classes_per_transaction=per_transaction)
+        assert [s.rows["contributes"] for s in stats] == [r.count("contributes") for r in rows]
+        assert graph_counts(graph) == expected_counts(dirs)
+    records, _, _ = graph.driver.execute_query("MATCH (c:Class) RETURN collect(c.complete) AS c", database_=graph.database)
+    assert records[0]["c"] == [True] * len(rows)
+    with pytest.raises(ValueError, match="twice"):
+        write_classes(graph.driver, graph.database, [rows[0], rows[0]], classes_per_transaction=2)
 
 
 def _cli_env(graph) -> dict[str, str]:
