@@ -16,9 +16,23 @@ import torch
 from .patches import PatchGrid, crop_patches, iter_patch_batches
 from .segments import ModelSplit, neuron_activations
 
-__all__ = ["patch_activations", "feature_maps", "top_k"]
+__all__ = ["patch_activations", "feature_maps", "to_device", "top_k"]
 
 Progress = Callable[[int], None]
+
+
+def to_device(t: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``t`` on ``device`` (and in ``dtype``); host-to-GPU copies go through pinned memory.
+
+    A copy from pinned (page-locked) host memory with ``non_blocking=True`` is queued on the
+    current CUDA stream and returns at once, so the host prepares the next batch while the
+    GPU works; a copy from ordinary memory waits. On the CPU this is ``t.to(device, dtype)``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        src = t if t.is_pinned() else t.pin_memory()
+        return src.to(device=device, dtype=dtype, non_blocking=True)
+    return t.to(device=device, dtype=dtype)
 
 
 @torch.no_grad()
@@ -65,6 +79,9 @@ def patch_activations(
     layers = list(split.layers if layers is None else layers)
     extractor = split.extractor(layers)
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    # On a GPU each batch's activations go to page-locked host buffers by asynchronous
+    # copies, so the pass never waits for the host; one synchronisation at the end.
+    pinned: dict[str, torch.Tensor] | None = {} if images.device.type == "cuda" else None
     kept: dict[str, torch.Tensor] = {}
     for sl, batch in iter_patch_batches(images, grid, batch_size):
         with torch.autocast(batch.device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
@@ -77,12 +94,22 @@ def patch_activations(
                     kept[name] = feats[name].new_empty(len(grid), *feats[name].shape[1:])
                     room -= need
         for name in layers:
-            out[name].append(neuron_activations(feats[name]).float().cpu())
+            acts = neuron_activations(feats[name]).float()  # [b, C]
+            if pinned is None:
+                out[name].append(acts.cpu())
+            else:
+                if name not in pinned:
+                    pinned[name] = torch.empty(len(grid), acts.shape[1], dtype=torch.float32, pin_memory=True)
+                pinned[name][sl].copy_(acts, non_blocking=True)
         for name, buf in kept.items():
             buf[sl] = feats[name]
         if progress is not None:
             progress(sl.stop - sl.start)
-    result = {name: torch.cat(chunks) for name, chunks in out.items()}
+    if pinned is not None:
+        torch.cuda.synchronize(images.device)
+        result = pinned
+    else:
+        result = {name: torch.cat(chunks) for name, chunks in out.items()}
     for name, acts in result.items():
         bad = ~torch.isfinite(acts)
         if bad.any():

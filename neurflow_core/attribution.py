@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .activations import to_device
 from .layout import memory_format_of
 from .segments import neuron_activations
 
@@ -231,40 +232,50 @@ def integrated_gradients_pairs(
     alphas_np, weights_np = quadrature(method, steps)
     alphas = torch.as_tensor(alphas_np, dtype=dtype, device=device)  # [N]
     weights = torch.as_tensor(weights_np, dtype=dtype, device=device)  # [N]
-    targets = targets.to(device=device, dtype=torch.long)
     member_cpu = membership.to("cpu", torch.bool)
     spatial = (1,) * (inputs.dim() - 1)
 
     pairs = torch.nonzero(member_cpu)  # [M, 2] (target, input), row-major
-    pair_id = torch.full((num_targets, num_inputs), -1, dtype=torch.long)  # [T, P]
-    pair_id[pairs[:, 0], pairs[:, 1]] = torch.arange(len(pairs))
-    pair_id = pair_id.to(device)
-    out = torch.zeros(len(pairs), inputs.shape[1], dtype=dtype, device=device)  # [M, C_in]
+    num_pairs = len(pairs)
+    pair_id = np.full((num_targets, num_inputs), -1, dtype=np.int64)  # [T, P]
+    pair_id[pairs[:, 0].numpy(), pairs[:, 1].numpy()] = np.arange(num_pairs)
+    channel_of = targets.to("cpu", torch.long).numpy()  # [T] output channel of each target
+    out = torch.zeros(num_pairs + 1, inputs.shape[1], dtype=dtype, device=device)  # [M + 1, C_in]; row M: a sink
     users = [torch.nonzero(member_cpu[:, p]).flatten().tolist() for p in range(num_inputs)]  # targets of each input
     order = sorted((p for p in range(num_inputs) if users[p]), key=lambda p: (-len(users[p]), p))
     per_chunk = max(1, max_batch // steps)  # inputs per forward; each brings N interpolations
     for chunk in _plan_chunks(order, users, per_chunk):
-        idx = torch.tensor(chunk, dtype=torch.long, device=device)  # [p]
+        p, rounds = len(chunk), max(len(users[q]) for q in chunk)
+        # Every index a chunk needs, made on the host and sent in one asynchronous copy, so
+        # that a GPU never waits for the host between rounds. Round r: row i back-propagates
+        # output channel chan[r, i] with gradient weight live[r, i] (0 where input i has no
+        # r-th target) and its attribution goes to pair dest[r, i] (the sink row M if none).
+        chan = np.zeros((rounds, p), dtype=np.int64)  # [R, p]
+        live = np.zeros((rounds, p), dtype=np.float64)  # [R, p]
+        dest = np.full((rounds, p), num_pairs, dtype=np.int64)  # [R, p]
+        for i, q in enumerate(chunk):
+            mine = users[q]
+            n = len(mine)
+            chan[:n, i], live[:n, i], dest[:n, i] = channel_of[mine], 1.0, pair_id[mine, q]
+        idx = to_device(torch.tensor(chunk, dtype=torch.long), device)  # [p]
+        chan, dest = to_device(torch.from_numpy(chan), device), to_device(torch.from_numpy(dest), device)
+        live = to_device(torch.from_numpy(live), device, dtype)
+        rows = torch.arange(p, device=device)  # [p]
         x = inputs[idx]  # [p, *in]
-        p = x.shape[0]
         scaled = (alphas.view(-1, 1, *spatial) * x.unsqueeze(0)).reshape(steps * p, *x.shape[1:])  # [N*p, *in]
         scaled = scaled.contiguous(memory_format=layout)  # keep the inputs' layout (channels_last is faster)
         scaled.requires_grad_(True)
-        rounds = max(len(users[q]) for q in chunk)
         with torch.enable_grad(), ig_precision(precision, device):
             y = neuron_activations(fn(scaled).to(dtype))  # [N*p, C_out] (autocast may compute in bfloat16)
             for r in range(rounds):
-                rows = [i for i, q in enumerate(chunk) if len(users[q]) > r]  # inputs with an r-th target
-                t_of_row = torch.tensor([users[chunk[i]][r] for i in rows], dtype=torch.long, device=device)  # [p_r]
-                rows_t = torch.tensor(rows, dtype=torch.long, device=device)  # [p_r]
                 grad_out = torch.zeros(steps, p, y.shape[1], dtype=dtype, device=device)  # [N, p, C_out]
-                grad_out[:, rows_t, targets[t_of_row]] = weights.view(-1, 1).expand(steps, rows_t.numel())
+                grad_out[:, rows, chan[r]] = weights.view(-1, 1) * live[r]  # [N, p]: w_n on live rows, exact 0 elsewhere
                 (grads,) = torch.autograd.grad(
                     y, scaled, grad_outputs=grad_out.view(steps * p, -1), retain_graph=r < rounds - 1
                 )  # [N*p, *in]
                 grads = grads.view(steps, p, *x.shape[1:]).sum(0)  # [p, *in]  (weights already applied)
                 attr = grads * x  # [p, *in]
                 attr = attr.flatten(2).sum(-1) if attr.dim() > 2 else attr  # [p, C_in]
-                out[pair_id[t_of_row, idx[rows_t]]] = attr[rows_t]  # [p_r, C_in] into their pairs
+                out[dest[r]] = attr  # [p, C_in] into their pairs (rows without a target into the sink)
         del y, scaled
-    return pairs[:, 0].to(device), pairs[:, 1].to(device), out
+    return pairs[:, 0].to(device), pairs[:, 1].to(device), out[:num_pairs]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .progress import ProgressFactory, stage
-from .activations import feature_maps, patch_activations, top_k
+from .activations import feature_maps, patch_activations, to_device, top_k
 from .attribution import integrated_gradients_pairs
 from .circuit import (
     Circuit,
@@ -115,7 +115,7 @@ def build_circuit(
         raise ValueError(f"{len(ids)} image ids for {images.shape[0]} images")
     param = next(model.parameters(), None)
     if param is not None:
-        images = images.to(device=param.device, dtype=param.dtype)
+        images = to_device(images, param.device, param.dtype)  # through pinned memory to a GPU
 
     with _frozen(model), channels_last(model, config.channels_last) as nhwc:
         if nhwc:

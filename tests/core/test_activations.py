@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neurflow import crop_patches, make_patch_grid, split_model
-from neurflow.activations import feature_maps, patch_activations, top_k
+from neurflow.activations import feature_maps, patch_activations, to_device, top_k
 from neurflow.segments import neuron_activations
 
 from .nets import TINY_LAYERS, tiny_cnn, tiny_images
@@ -68,3 +68,12 @@ def test_top_k_is_largest_first_with_ties_to_the_lower_index():
     assert top_k(values, 10).tolist() == [1, 3, 5, 2, 0, 4]
     assert top_k(torch.zeros(5), 3).tolist() == [0, 1, 2]
     assert top_k(values, 2).dtype == np.int64
+
+
+def test_to_device_on_the_cpu_is_a_plain_copy_or_cast():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    same = to_device(x, "cpu")
+    assert same is x  # nothing to move
+    cast = to_device(x, torch.device("cpu"), torch.float32)
+    assert cast.dtype == torch.float32 and torch.equal(cast, x.float())
+    assert not cast.is_pinned()  # pinning is for copies to a GPU only
