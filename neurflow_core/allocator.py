@@ -2,9 +2,9 @@
 
 glibc serves every allocation above its mmap threshold (dynamic, at most 32 MiB) with a
 fresh ``mmap`` and gives it back with ``munmap`` when freed, so each batch of a CNN
-forward pass on the CPU page-faults its activation buffers in again: for ResNet-50 at 64
-patches per batch that is ~5 million minor faults and ~40% of the CPU time in the kernel
-per 128 patches. Raising the mmap and trim thresholds keeps those buffers in the heap.
+forward pass on the CPU page-faults its activation buffers in again (millions of minor
+faults and a large share of the CPU time in the kernel; figures in the README). Raising the
+mmap and trim thresholds keeps those buffers in the heap.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ so rebuilding it after more classes arrive gives the same answer as building it 
 
 Concepts are directions: the vectors are scaled to unit length before clustering. A
 representative vector's length says how strongly the patches drive the layer below, which
-varies by class (the demo's ladybug circuit has vectors 3-5x longer than leaf's) and would
+varies by class (on the demo, several times longer for some classes than for others) and would
 otherwise decide the clusters: on the demo world, raw vectors gave two concepts at block2
 and at block3, one of them holding every class, with 28-34% of semantic groups in a concept
 whose majority ground-truth concept (generator's pixel labels) was their own; unit vectors

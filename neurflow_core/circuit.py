@@ -80,7 +80,7 @@ class CircuitConfig:
         precision: arithmetic of the activation pass, which ranks every patch for every
             neuron (the top-k concepts V_a) and gives the representative vectors of Eq. 3.
             ``float32`` (default) uses the model's dtype; ``bfloat16`` runs the pass under
-            autocast, about 2x faster where the hardware has bfloat16 units, with
+            autocast, faster where the hardware has bfloat16 units, with
             activations rounded to 8 mantissa bits, so near-ties in the top-k may swap.
             Integrated gradients run in the model's dtype unless ``ig_precision`` says
             otherwise.

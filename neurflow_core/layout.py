@@ -1,10 +1,9 @@
 """Memory layout of convolution models during a circuit build (speed only).
 
-oneDNN (CPU) and cuDNN run 2-D convolutions fastest on NHWC ("channels_last") tensors.
-On the benchmark's ResNet-50 the activation pass is about 1.4x faster on a 2-core CPU, and
-the forward + backward of a bottleneck block for integrated gradients about 1.25x, but only
-when both the weights *and* the inputs are channels_last (weights alone are slower). The
-numbers a build produces differ only by floating-point summation order.
+oneDNN (CPU) and cuDNN run 2-D convolutions fastest on NHWC ("channels_last") tensors,
+but only when both the weights *and* the inputs are channels_last (weights alone are
+slower); the README's benchmark section has the measured gains. The numbers a build
+produces differ only by floating-point summation order.
 """
 
 from __future__ import annotations

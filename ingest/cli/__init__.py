@@ -79,7 +79,7 @@ def _unavailable(name: str) -> click.Command:
 
 
 # Subcommands that run a model: glibc's allocator is tuned for them (neurflow.allocator;
-# 1.8x faster ResNet-50 forward passes on 2 CPU cores, sys time 10.5 s -> 0.6 s per 192 patches).
+# the measured gain is in the README).
 MODEL_COMMANDS = frozenset({"compute", "ingest", "demo", "debug", "evaluate"})
 
 
