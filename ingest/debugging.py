@@ -139,7 +139,7 @@ def write_debug(driver: neo4j.Driver, database: str | None, cls: str, rows: dict
                 if rows[name]:
                     tx.run(query, rows=rows[name]).consume()
             elif name == "class":
-                tx.run(query, **params).consume()
+                tx.run(query, dict(params)).consume()
             else:
                 tx.run(query, cls=cls).consume()
 

@@ -10,6 +10,7 @@ otherwise the sorted folder order (ImageFolder's convention, which matches Image
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import InputError
 from .preprocess import Preprocess, fit
 
-__all__ = ["DataIndex", "ClassImages", "scan_data", "resolve_classes", "load_class_images", "IMAGE_EXTENSIONS"]
+__all__ = ["DataIndex", "ClassImages", "scan_data", "resolve_classes", "load_class_images", "default_loader_workers", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -145,31 +146,76 @@ def resolve_classes(spec: str, data: DataIndex, categories: tuple[str, ...] | No
 
 
 def _load_one(path: Path, pre: Preprocess) -> torch.Tensor:
-    with Image.open(path) as im:
-        im = fit(im.convert("RGB"), pre)
-        arr = np.asarray(im, dtype=np.float32) / 255.0
+    with Image.open(path) as src:
+        arr = np.asarray(fit(src.convert("RGB"), pre), dtype=np.float32) / 255.0
     t = torch.from_numpy(arr.copy()).permute(2, 0, 1)
     if pre.mean is not None and pre.std is not None:
         t = (t - torch.tensor(pre.mean).view(3, 1, 1)) / torch.tensor(pre.std).view(3, 1, 1)
     return t
 
 
-def load_class_images(data: DataIndex, class_index: int, pre: Preprocess) -> ClassImages:
+class _Decoded(torch.utils.data.Dataset):
+    """A class's image files as a dataset: ``(position, tensor or None, error name)``."""
+
+    def __init__(self, root: Path, files: tuple[str, ...], pre: Preprocess) -> None:
+        self.root, self.files, self.pre = root, files, pre
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+        try:
+            return i, _load_one(self.root / self.files[i], self.pre), ""
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            return i, None, type(exc).__name__
+
+
+def default_loader_workers(num_files: int) -> int:
+    """Decoding processes for ``num_files`` images: 0 (decode in this process) for small
+    folders or machines of 2 cores or fewer, else one per core but one, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 0 if num_files < 64 or cores <= 2 else min(8, cores - 1)
+
+
+def load_class_images(data: DataIndex, class_index: int, pre: Preprocess, *, num_workers: int | None = None, pin_memory: bool = False) -> ClassImages:
     """Read and preprocess every image of one class; unreadable files are skipped and listed.
 
+    Args:
+        num_workers: processes decoding images in parallel (a torch ``DataLoader``); 0
+            decodes in this process; None picks :func:`default_loader_workers`. The result
+            does not depend on it (files are read in their sorted order).
+        pin_memory: return the tensor in page-locked memory, so that its copy to a GPU
+            can run asynchronously (``non_blocking=True``).
+
     Raises:
-        InputError: the class has no folder, or none of its files could be read.
+        InputError: the class has no folder, or none of its files could be read, or
+            ``num_workers`` is negative.
     """
     folder = data.folder_of(class_index)
     if folder is None:
         raise InputError(f"class {class_index} has no image folder under '{data.root}'")
+    files = data.files[folder]
+    workers = default_loader_workers(len(files)) if num_workers is None else int(num_workers)
+    if workers < 0:
+        raise InputError(f"the number of image loader workers must be >= 0, got {workers}")
+    dataset = _Decoded(data.root, files, pre)
+    if workers == 0:
+        decoded = (dataset[i] for i in range(len(dataset)))
+    else:
+        decoded = (item for batch in torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=workers, collate_fn=list) for item in batch)
     ids, tensors, skipped = [], [], []
-    for rel in data.files[folder]:
-        try:
-            tensors.append(_load_one(data.root / rel, pre))
-            ids.append(rel)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            skipped.append((rel, type(exc).__name__))
+    for i, tensor, error in decoded:  # in file order (DataLoader keeps the order)
+        if tensor is None:
+            skipped.append((files[i], error))
+        else:
+            tensors.append(tensor)
+            ids.append(files[i])
     if not tensors:
         raise InputError(f"class '{data.names[class_index]}' ({folder}) has no readable images ({len(skipped)} files skipped)")
-    return ClassImages(class_index, data.names[class_index], tuple(ids), torch.stack(tensors), tuple(skipped))
+    stacked = torch.stack(tensors)
+    if pin_memory and torch.cuda.is_available():
+        stacked = stacked.pin_memory()
+    return ClassImages(class_index, data.names[class_index], tuple(ids), stacked, tuple(skipped))

@@ -85,8 +85,8 @@ def evaluation_plots(ev, run_dir: Path) -> list[str]:
         for i, name in enumerate(("pearson", "spearman")):
             ax = fig.add_subplot(1, 2, i + 1)
             for j, layer in enumerate(dict.fromkeys(c.layer for c in cells)):
-                pts = [c for c in cells if c.layer == layer]
-                ax.plot([c.cardinality for c in pts], [getattr(c, name) for c in pts], "-", color=f"C{j}", label=layer)
+                row = [c for c in cells if c.layer == layer]
+                ax.plot([c.cardinality for c in row], [getattr(c, name) for c in row], "-", color=f"C{j}", label=layer)
             ax.set_xlabel("cardinality of the combination")
             ax.set_ylabel(f"{name} correlation")
             ax.set_ylim(-1.05, 1.05)

@@ -25,7 +25,7 @@ from neurflow.errors import InputError
 __all__ = ["Preprocess", "POLICIES", "INTERPOLATIONS", "parse_resize", "fit"]
 
 POLICIES = ("shorter", "exact", "none")
-INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+INTERPOLATIONS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC, "nearest": Image.Resampling.NEAREST}
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def parse_resize(value: str | None) -> tuple[str, int | None] | None:
     return name, size
 
 
-def fit(im: Image.Image, pre: Preprocess, resample: int | None = None) -> Image.Image:
+def fit(im: Image.Image, pre: Preprocess, resample: Image.Resampling | None = None) -> Image.Image:
     """The model's view of ``im``: resized by ``pre.policy`` and centre-cropped to the input size.
 
     Args:

@@ -305,8 +305,9 @@ def _from_json(doc: dict, directory: Path) -> Circuit:
     neuron_acts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for entry in doc["layers"]:
         layer = entry["name"]
-        sg_vectors = arrays.get(f"sg_vectors:{layer}")
-        importance = arrays.get(f"importance:{layer}")
+        empty = np.empty((0, 0))  # a layer without semantic groups / targets has no array
+        sg_vectors = arrays[f"sg_vectors:{layer}"] if f"sg_vectors:{layer}" in arrays else empty
+        importance = arrays[f"importance:{layer}"] if f"importance:{layer}" in arrays else empty
         sg_row, target_row = 0, 0
         for n in entry["neurons"]:
             neuron = NeuronRef(layer, int(n["channel"]))

@@ -92,12 +92,14 @@ def _cluster(vectors: np.ndarray, max_concepts: int, seed: int) -> np.ndarray:
         return ward_silhouette(vectors, max_concepts)
     from sklearn.metrics import silhouette_score
 
-    best, best_score = None, -np.inf
+    best: np.ndarray | None = None
+    best_score = -np.inf
     for count in range(2, max_concepts + 1):
         labels = KMeans(n_clusters=count, n_init=3, random_state=seed).fit_predict(vectors)
         score = silhouette_score(vectors, labels, sample_size=min(len(vectors), 4000), random_state=seed)
         if score > best_score:
             best, best_score = labels, score
+    assert best is not None  # count 2 always scores above -inf
     return canonical_labels(best)
 
 

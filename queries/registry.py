@@ -545,16 +545,16 @@ def parse_query(text: str, filename: str) -> Query:
         missing, extra = sorted(set(names) - set(examples)), sorted(set(examples) - set(names))
         raise fail(f"every parameter needs exactly one ':param' line (missing: {missing}, undeclared: {extra})")
     built = []
-    for p in params:
-        example = examples[p["name"]]
+    for decl in params:
+        example = examples[decl["name"]]
         if example is not None:
             try:
-                example = _check_type(example, p["type"])
+                example = _check_type(example, decl["type"])
             except (TypeError, ValueError) as exc:
-                raise fail(f":param {p['name']}: {exc}") from None
-        elif p["required"]:
-            raise fail(f":param {p['name']}: a required parameter needs a non-null example")
-        built.append(Param(p["name"], p["type"], p["description"].strip(), p["required"], p["default"], example))
+                raise fail(f":param {decl['name']}: {exc}") from None
+        elif decl["required"]:
+            raise fail(f":param {decl['name']}: a required parameter needs a non-null example")
+        built.append(Param(p["name"], decl["type"], p["description"].strip(), p["required"], p["default"], example))
     used = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", _strip_comments(text)))
     if used != set(names):
         raise fail(f"the header's parameters {sorted(names)} differ from those the query uses {sorted(used)}")

@@ -10,6 +10,7 @@ summary with example query results.
 from __future__ import annotations
 
 import time
+from typing import Any
 from pathlib import Path
 
 import click
@@ -19,7 +20,7 @@ from .options import connect_from_options, db_options, echo_err, handle_errors
 __all__ = ["demo", "demo_request", "DEMO_CONFIG"]
 
 # Settings for the demo: the demo CNN has 64 channels in its upper blocks, so tau is 8.
-DEMO_CONFIG = {"tau": 8, "k": 50, "steps": 16, "method": "gausslegendre"}
+DEMO_CONFIG: dict[str, Any] = {"tau": 8, "k": 50, "steps": 16, "method": "gausslegendre"}
 
 
 def demo_request(root: Path):

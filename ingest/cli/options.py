@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def handle_errors(fn: F) -> F:
     return wrapper
 
 
-def _apply(fn: F, opts: list[Callable[[F], F]]) -> F:
+def _apply(fn: F, opts: Sequence[Callable[[Any], Any]]) -> F:
     for opt in reversed(opts):
         fn = opt(fn)
     return fn

@@ -23,6 +23,8 @@ are called ``bee``, against 0% on every other background (:func:`measure_planted
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import os
 import time
@@ -67,7 +69,7 @@ DEMO_MEAN: tuple[float, float, float] = (0.43, 0.54, 0.45)
 DEMO_STD: tuple[float, float, float] = (0.31, 0.21, 0.31)
 DEFAULT_EPOCHS = 10
 _WIDTHS = (16, 32, 64, 64)
-_RECIPE = {"optimizer": "adamw", "lr": 4e-3, "weight_decay": 5e-4, "batch_size": 64, "schedule": "onecycle", "augment": "hflip"}
+_RECIPE: dict[str, Any] = {"optimizer": "adamw", "lr": 4e-3, "weight_decay": 5e-4, "batch_size": 64, "schedule": "onecycle", "augment": "hflip"}
 
 
 class DemoCNN(nn.Module):

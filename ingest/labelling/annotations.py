@@ -71,14 +71,15 @@ class AnnotationSet:
         path = self.root / PurePosixPath(image_id).with_suffix(".png")
         if not path.is_file():
             raise InputError(f"no label map for image '{image_id}' (expected {path})")
-        with Image.open(path) as im:
+        with Image.open(path) as src:
+            im: Image.Image = src
             if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise InputError(f"label map {path} has mode {im.mode}; expected a single-channel 8- or 16-bit PNG of concept ids")
             if im.mode == "P":
                 im = Image.fromarray(np.asarray(im))  # palette indices are the ids
             w, h = im.size
             if preprocess and preprocess.get("resize") and preprocess.get("input_size"):
-                im = fit(im, Preprocess.from_record(preprocess), Image.NEAREST)
+                im = fit(im, Preprocess.from_record(preprocess), Image.Resampling.NEAREST)
             elif (w, h) != (size, size):
                 raise InputError(f"label map {path} is {w}x{h} but the model input is {size}x{size} and the artifact has no preprocessing record")
             arr = np.asarray(im).astype(np.int64)

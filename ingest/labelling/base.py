@@ -28,7 +28,7 @@ class GroupView:
     index: int
     depth: int
     image_ids: tuple[str, ...]
-    boxes: tuple[tuple[int, int, int, int], ...]
+    boxes: tuple[tuple[int, ...], ...]  # (x0, y0, x1, y1) each
     thumbnails: tuple[Path | None, ...]
 
 

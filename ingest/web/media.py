@@ -148,8 +148,8 @@ class MediaStore:
         path = self._source_path(row.get("image"))
         if path is None:
             return None
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with Image.open(path) as src:
+            im = src.convert("RGB")
             try:
                 pre = json.loads(row.get("preprocess") or "null")
             except json.JSONDecodeError:
@@ -164,7 +164,7 @@ class MediaStore:
 def _encode(im: Image.Image, size: int, fmt: str) -> Picture:
     w, h = im.size
     scale = size / max(w, h)
-    out = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.NEAREST if scale >= 2 else Image.LANCZOS)
+    out = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     if fmt == "jpeg":
         out.save(buf, format="JPEG", quality=85, optimize=True)

@@ -74,7 +74,7 @@ class ReportLinks:
 
     mode = "report"
 
-    def __init__(self, media: Any, circuits: set[str], groups: set[str], concepts: set[str] = frozenset()) -> None:
+    def __init__(self, media: Any, circuits: set[str], groups: set[str], concepts: frozenset[str] | set[str] = frozenset()) -> None:
         self.media = media
         self.circuits = set(circuits)
         self.groups = set(groups)
