@@ -249,6 +249,23 @@ def test_deterministic_for_a_seed(trained):
     assert d == e
 
 
+def test_batched_engine_gives_the_results_of_the_straightforward_one(trained):
+    """On the trained (float32) CNN, optimality and correlation are the same with the
+    straightforward knock-out engine (one row per (target, set), every upper channel) and
+    with the batched one (shared lower maps, deduplicated sets, sliced segments)."""
+    from neurflow.intervention import KnockoutEngine
+
+    model, images, _, _, circuit, _ = trained
+    cfg = EvaluationConfig(samples=3, random_sets=8, taus=(2, 4), max_cardinality=4, combinations=6, seed=1)
+    split = split_model(model, circuit.layers)
+    with one_thread():
+        ref = {u: KnockoutEngine(split, u, images, circuit.patches, batched=False) for u in circuit.layers[:-1]}
+        shared: dict = {}
+        assert to_jsonable(optimality(model, circuit, images, cfg, engines=ref)) == to_jsonable(optimality(model, circuit, images, cfg, engines=shared))
+        assert set(shared) == set(circuit.layers[:-1])  # the engines (and their lower maps) are kept for the next experiment
+        assert to_jsonable(correlation(model, circuit, images, cfg, engines=ref), arrays=True) == to_jsonable(correlation(model, circuit, images, cfg, engines=shared), arrays=True)
+
+
 def test_layers_selects_the_transitions(trained):
     model, images, xv, yv, circuit, _ = trained
     cfg = EvaluationConfig(samples=1, random_sets=3, taus=(2,), fidelity_draws=1, max_cardinality=2, combinations=3, layers=("c2",))
