@@ -99,3 +99,19 @@ def test_resize_policy_is_recorded_and_makes_another_artifact(image_folder: Path
     assert json.loads(run["preprocess"])["policy"] == "none" and run["data_root"] == str(image_folder.absolute())
     result = CliRunner().invoke(main, [*args, "--resize", "bogus"])
     assert result.exit_code == 2 and "--resize must be shorter:N, exact or none" in result.output
+
+
+def test_device_names(monkeypatch):
+    from neurflow.ingest.session import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(InputError, match="unknown device 'tpu'; use auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="--device cuda:1 was requested but no CUDA device is available"):
+        resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # accepted (the option once refused it)
+    with pytest.raises(InputError, match="--device cuda:2: this machine has 2 CUDA device"):
+        resolve_device("cuda:2")
