@@ -64,6 +64,7 @@ class ComputeRequest:
     thumbnails: bool = True
     demo_root: Path | None = None
     resize: str | None = None  # the resize policy (neurflow.ingest.preprocess); None = the model's default
+    loader_workers: int | None = None  # image-decoding processes (neurflow.ingest.images); None = by folder size and cores
 
 
 @dataclass
@@ -324,6 +325,7 @@ def _compute_class(prep: Prepared, class_index: int, progress: ProgressFactory |
     import torch
 
     from neurflow import build_circuit, save_circuit, select_class_images
+    from neurflow.activations import to_device
     from neurflow.resume import TransitionStore
 
     from .images import load_class_images
@@ -333,10 +335,10 @@ def _compute_class(prep: Prepared, class_index: int, progress: ProgressFactory |
     name = prep.name(class_index)
     directory = prep.directory(class_index)
     started = time.time()
-    imgs = load_class_images(prep.data, class_index, spec.preprocess)
+    imgs = load_class_images(prep.data, class_index, spec.preprocess, num_workers=req.loader_workers, pin_memory=device.type == "cuda")
     if imgs.skipped:
         log(f"  {class_index:>5} {name}: skipped {len(imgs.skipped)} unreadable file(s): {', '.join(p for p, _ in imgs.skipped[:3])}")
-    tensor = imgs.tensor.to(device)
+    tensor = to_device(imgs.tensor, device)  # pinned: an asynchronous copy to a GPU
     used = np.arange(len(imgs.ids))
     if not req.include_misclassified:
         used = select_class_images(model, tensor, class_index)
