@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ._arcadedb_server import _alive
 from .errors import AuthenticationFailed, DatabaseError, DatabaseUnavailable, InputError
 
 __all__ = ["DbInfo", "data_dir", "server_dir", "start", "stop", "status", "password", "USER", "DATABASE"]
@@ -456,12 +457,8 @@ def _pid_alive(pid: int) -> bool:
             return True
         del _CHILDREN[pid]
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a zombie (exited, not yet reaped by its parent) is not alive
         stat = Path(f"/proc/{pid}/stat").read_text()
         return stat.rsplit(")", 1)[1].split()[0] != "Z"

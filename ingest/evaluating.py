@@ -162,6 +162,15 @@ def _f(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
 
 
+_OPTIMALITY_CELL = ("upper_layer", "layer", "tau", "n_targets", "n", "mean_diff", "ci_low", "ci_high", "frac_random_better")
+_FIDELITY_CELL = ("tau", "layer", "scope", "n_neurons", "mask_core", "mask_random", "retain_core", "retain_random", "other_mask_core", "other_mask_random")
+
+
+def _pick(cell: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The named fields of a result cell as JSON values (tuples as lists, non-finite floats as null)."""
+    return {n: list(v) if isinstance(v, tuple) else _f(v) if isinstance(v, float) else v for n in names for v in (getattr(cell, n),)}
+
+
 def summary_doc(ev, *, run_dir: Path, artifact: Path, evaluated_at: str, plots: Sequence[str] = ()) -> dict:
     """What the table shows and ``--format json`` prints, for one artifact."""
     doc: dict[str, Any] = {
@@ -179,20 +188,7 @@ def summary_doc(ev, *, run_dir: Path, artifact: Path, evaluated_at: str, plots: 
         o = ev.optimality
         doc["optimality"] = {
             "pooled": {"mean_diff": _f(o.pooled_mean_diff), "ci_low": _f(o.pooled_ci_low), "ci_high": _f(o.pooled_ci_high), "frac_random_better": _f(o.pooled_frac_random_better)},
-            "cells": [
-                {
-                    "upper_layer": c.upper_layer,
-                    "layer": c.layer,
-                    "tau": c.tau,
-                    "n_targets": c.n_targets,
-                    "n": c.n,
-                    "mean_diff": _f(c.mean_diff),
-                    "ci_low": _f(c.ci_low),
-                    "ci_high": _f(c.ci_high),
-                    "frac_random_better": _f(c.frac_random_better),
-                }
-                for c in o.cells
-            ],
+            "cells": [_pick(c, _OPTIMALITY_CELL) for c in o.cells],
         }
     if ev.fidelity is not None:
         fd = ev.fidelity
@@ -201,21 +197,7 @@ def summary_doc(ev, *, run_dir: Path, artifact: Path, evaluated_at: str, plots: 
             "base_other_accuracy": _f(fd.base_other_accuracy),
             "n_images": fd.n_images,
             "n_other": fd.n_other,
-            "cells": [
-                {
-                    "tau": c.tau,
-                    "layer": c.layer,
-                    "scope": c.scope,
-                    "n_neurons": list(c.n_neurons),
-                    "mask_core": _f(c.mask_core),
-                    "mask_random": _f(c.mask_random),
-                    "retain_core": _f(c.retain_core),
-                    "retain_random": _f(c.retain_random),
-                    "other_mask_core": _f(c.other_mask_core),
-                    "other_mask_random": _f(c.other_mask_random),
-                }
-                for c in fd.cells
-            ],
+            "cells": [_pick(c, _FIDELITY_CELL) for c in fd.cells],
         }
     if ev.correlation is not None:
         cr = ev.correlation

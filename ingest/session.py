@@ -35,6 +35,12 @@ class ModelOptions:
     normalize: bool | None = None
     demo_root: Path | None = None
 
+    def load_kwargs(self) -> dict[str, Any]:
+        """The preprocessing and location keywords of :func:`neurflow.ingest.models.load_model`
+        (and of :class:`~neurflow.ingest.pipeline.ComputeRequest`)."""
+        return {"input_size": self.input_size, "mean": self.mean, "std": self.std, "normalize": self.normalize is not False,
+                "demo_root": self.demo_root, "resize": self.resize}
+
     def key(self) -> tuple:
         """Options that load the same model give the same key (one load per key)."""
         return (self.model, self.weights, self.device, self.input_size, self.resize, self.mean, self.std, self.normalize, self.demo_root)
@@ -183,16 +189,7 @@ def open_session(opts: ModelOptions) -> ModelSession:
     if opts.model is None:
         raise InputError("no model given; pass --model (and --weights)")
     device = resolve_device(opts.device)
-    spec = load_model(
-        opts.model,
-        opts.weights,
-        input_size=opts.input_size,
-        mean=opts.mean,
-        std=opts.std,
-        normalize=opts.normalize is not False,
-        demo_root=opts.demo_root,
-        resize=opts.resize,
-    )
+    spec = load_model(opts.model, opts.weights, **opts.load_kwargs())
     module = spec.module.to(device).eval()
     with torch.no_grad():
         size = spec.preprocess.input_size

@@ -51,12 +51,7 @@ def request_from(kw: dict[str, Any]):
         include_misclassified=kw.pop("include_misclassified"),
         config=config,
         device=opts.device,
-        input_size=opts.input_size,
-        mean=opts.mean,
-        std=opts.std,
-        normalize=opts.normalize is not False,
-        demo_root=opts.demo_root,
-        resize=opts.resize,
+        **opts.load_kwargs(),
     )
 
 
