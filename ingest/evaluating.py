@@ -26,7 +26,7 @@ from typing import Any
 
 from neurflow.artifact import write_json_atomic
 
-from .errors import ArtifactError, DatabaseError, InputError
+from .errors import ArtifactError, InputError
 from .session import ArtifactSet
 
 __all__ = ["evaluate_artifact", "summary_doc", "write_summary", "CLASS_EVAL", "RUN_EVAL", "CLASS_EXISTS"]
@@ -232,17 +232,12 @@ def write_summary(driver, database: str | None, cls_uid: str, props: dict) -> bo
         DatabaseError: the database failed.
     """
     import neo4j
-    from neo4j.exceptions import Neo4jError, ServiceUnavailable, SessionExpired
 
-    from .errors import DatabaseUnavailable
+    from .graph.errors import translating_errors
     from .graph.writer import run_write
 
-    try:
+    with translating_errors(f"reading class {cls_uid}"):
         records, _, _ = driver.execute_query(CLASS_EXISTS, parameters_={"cls": cls_uid}, database_=database, routing_=neo4j.RoutingControl.READ)
-    except (ServiceUnavailable, SessionExpired) as exc:
-        raise DatabaseUnavailable(f"the graph database became unreachable: {type(exc).__name__}") from exc
-    except Neo4jError as exc:
-        raise DatabaseError(f"reading class {cls_uid} failed ({exc.code}): {exc.message}") from exc
     if not records or int(records[0]["n"]) == 0:
         return False
     run_write(driver, database, CLASS_EVAL, cls=cls_uid, props=props)
