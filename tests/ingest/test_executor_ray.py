@@ -179,3 +179,16 @@ def test_ray_missing_is_an_input_error(monkeypatch: pytest.MonkeyPatch, image_fo
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(InputError, match=r"pip install 'neurflow\[ray\]'"):
         compute(_request(image_folder, tmp_path), ExecutorOptions("ray"))
+
+
+def test_a_duplicated_task_waits_for_the_first_then_skips(ray_cluster, local_reference, image_folder: Path, tmp_path: Path) -> None:
+    """Two tasks of one class at once (a retry while the first attempt still runs): the
+    per-class lock lets one compute; the other finds its artifact up to date."""
+    from neurflow.ingest.executor import _remote
+    from neurflow.ingest.pipeline import prepare
+
+    prep = ray_cluster.put(prepare(_request(image_folder, tmp_path / "ray", classes="alpha"), device="cpu"))
+    first, second = (_remote(ray_cluster).options(num_cpus=1).remote(prep, 0) for _ in range(2))
+    outcomes = [o for o, _ in ray_cluster.get([first, second])]
+    assert sorted(o.status for o in outcomes) == ["computed", "skipped"]
+    assert _bytes([o for o in outcomes if o.status == "computed"]) == _bytes([o for o in local_reference if o.class_name == "alpha"])
