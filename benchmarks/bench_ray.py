@@ -23,7 +23,8 @@ Runs, in this order, each into its own output folder:
 
 Reported: wall time of each (Ray's start-up separately), their ratio, per-class seconds,
 the nodes, and whether every class's ``circuit.json`` and ``arrays.npz`` are byte-identical
-between the two. Then the per-class fixed cost that decides task vs actor: inside a warm
+between the two, and the machine's load average before each (on a shared machine it
+drifts: ``--ray-first`` runs the other order, ``--append`` keeps both). Then the per-class fixed cost that decides task vs actor: inside a warm
 Ray worker, the seconds to fetch and deserialise the prepared model from the object store
 (what each task pays) against the seconds to build it from its weights file (what a task
 without ``ray.put`` pays, and an actor pays once), for the demo CNN and a resnet50 whose
@@ -124,8 +125,10 @@ def main() -> None:
     ap.add_argument("--max-retries", type=int, default=2)
     ap.add_argument("--demo-root", type=Path, default=Path(".neurflow/demo"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/neurflow-bench-ray"))
+    ap.add_argument("--ray-first", action="store_true", help="run Ray before local (the machine's load drifts: run both orders)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--append", action="store_true", help="add this run to the runs already in --json")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
 
@@ -142,12 +145,26 @@ def main() -> None:
         return ComputeRequest(model="demo", weights=str(weights), data=data, out=args.work / out, include_misclassified=True,
                               config=CircuitConfig(**DEMO_CONFIG), device=args.device, demo_root=demo_root)
 
-    local_s, local = _timed_run(request("local"), ExecutorOptions())
-    t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, logging_level="WARNING")
-    init_s = time.perf_counter() - t0
-    options = ExecutorOptions("ray", gpus_per_class=args.gpus_per_class, cpus_per_class=args.cpus_per_class, max_retries=args.max_retries)
-    ray_s, remote = _timed_run(request("ray"), options)
+    load: dict[str, float] = {}
+
+    def run_local():
+        load["local"] = os.getloadavg()[0]
+        return _timed_run(request("local"), ExecutorOptions())
+
+    def run_ray():
+        t0 = time.perf_counter()
+        ray.init(address="local", num_cpus=args.ray_cpus, include_dashboard=False, logging_level="WARNING")
+        init = time.perf_counter() - t0
+        load["ray"] = os.getloadavg()[0]
+        options = ExecutorOptions("ray", gpus_per_class=args.gpus_per_class, cpus_per_class=args.cpus_per_class, max_retries=args.max_retries)
+        return (init, *_timed_run(request("ray"), options))
+
+    if args.ray_first:
+        init_s, ray_s, remote = run_ray()
+        local_s, local = run_local()
+    else:
+        local_s, local = run_local()
+        init_s, ray_s, remote = run_ray()
     print("\n".join(summary_lines(remote)), file=sys.stderr)
 
     a, b = _artifact_bytes(local), _artifact_bytes(remote)
@@ -157,7 +174,8 @@ def main() -> None:
         "environment": {
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
-            "loadavg_1min_before": load_before,
+            "loadavg_1min_at_start": load_before,
+            "loadavg_1min_before_each_run": {k: round(v, 2) for k, v in load.items()},
             "torch": torch.__version__,
             "ray": ray.__version__,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -167,6 +185,7 @@ def main() -> None:
             "model": "demo CNN, fc tiled", "classes": args.classes, "images_per_class": args.images_per_class,
             "config": DEMO_CONFIG, "device": args.device, "include_misclassified": True,
         },
+        "order": "ray, then local" if args.ray_first else "local, then ray",
         "ray_options": {"ray_cpus": args.ray_cpus, "cpus_per_class": args.cpus_per_class, "gpus_per_class": args.gpus_per_class,
                         "max_retries": args.max_retries},
         "local_s": round(local_s, 2),
@@ -190,11 +209,11 @@ def main() -> None:
             "resnet50": ComputeRequest(model="resnet50", weights=str(resnet), data=data, out=args.work / "overhead", device="cpu"),
         })
     ray.shutdown()
-    text = json.dumps(result, indent=1)
-    print(text)
+    print(json.dumps(result, indent=1))
     if args.json:
+        runs = json.loads(args.json.read_text())["runs"] if args.append and args.json.is_file() else []
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+        args.json.write_text(json.dumps({"runs": [*runs, result]}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
