@@ -38,9 +38,9 @@ import torch
 from scipy.stats import false_discovery_control
 from torch import nn
 
+from . import intervention
 from .activations import patch_activations
 from .circuit import Circuit, NeuronGroup
-from . import intervention
 from .metrics import group_concept_metric
 from .patches import crop_patches, make_patch_grid
 from .segments import ModelSplit, split_model

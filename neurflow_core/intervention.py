@@ -277,6 +277,10 @@ _CHANNELWISE: tuple[type[nn.Module], ...] = (
 )
 
 
+def _sliced_param(value: torch.Tensor | None, idx: torch.Tensor) -> nn.Parameter | None:
+    return None if value is None else nn.Parameter(value.detach().index_select(0, idx), requires_grad=False)
+
+
 def _slice_module(module: nn.Module, idx: torch.Tensor) -> nn.Module | None:
     """A copy of ``module`` computing only output channels ``idx``; None when it cannot be sliced.
 
@@ -285,33 +289,16 @@ def _slice_module(module: nn.Module, idx: torch.Tensor) -> nn.Module | None:
     channel-wise modules are returned as they are. Anything else (a grouped conv, a module
     that mixes channels in a way not listed here) gives None.
     """
-    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) and module.groups == 1:
-        new = copy.copy(module)
-        new._parameters = dict(module._parameters)
-        new.weight = nn.Parameter(module.weight.detach().index_select(0, idx), requires_grad=False)
-        if module.bias is not None:
-            new.bias = nn.Parameter(module.bias.detach().index_select(0, idx), requires_grad=False)
-        new.out_channels = int(idx.numel())
-        return new
-    if type(module) is nn.Linear:
-        new = copy.copy(module)
-        new._parameters = dict(module._parameters)
-        new.weight = nn.Parameter(module.weight.detach().index_select(0, idx), requires_grad=False)
-        if module.bias is not None:
-            new.bias = nn.Parameter(module.bias.detach().index_select(0, idx), requires_grad=False)
-        new.out_features = int(idx.numel())
-        return new
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        if module.training or module.running_mean is None:
+    n = int(idx.numel())
+    if _is_mixing(module) or isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not _is_channelwise(module):
             return None
         new = copy.copy(module)
-        new._parameters, new._buffers = dict(module._parameters), dict(module._buffers)
-        for name in ("weight", "bias"):
-            if getattr(module, name) is not None:
-                setattr(new, name, nn.Parameter(getattr(module, name).detach().index_select(0, idx), requires_grad=False))
-        new.running_mean = module.running_mean.index_select(0, idx)
-        new.running_var = module.running_var.index_select(0, idx)
-        new.num_features = int(idx.numel())
+        new._parameters = {name: _sliced_param(p, idx) for name, p in module._parameters.items()}
+        new._buffers = {name: (b.index_select(0, idx) if name in ("running_mean", "running_var") and b is not None else b) for name, b in module._buffers.items()}
+        for attr in ("out_channels", "out_features", "num_features"):
+            if hasattr(new, attr):
+                setattr(new, attr, n)
         return new
     return module if type(module) in _CHANNELWISE else None
 
@@ -342,7 +329,7 @@ def _slice_tail(module: nn.Module, idx: torch.Tensor) -> nn.Module | None:
             tail = [_slice_module(c, idx) for c in children[i + 1 :]]
             if any(t is None for t in tail):
                 return None
-            return nn.Sequential(*children[:i], head, *tail)
+            return nn.Sequential(*children[:i], head, *[t for t in tail if t is not None])
         if not _is_channelwise(children[i]):
             return None
     return None
@@ -397,17 +384,23 @@ class KnockoutEngine:
     """``phi_a`` over the patch dataset D with sets of the layer below knocked out (Definition 2).
 
     For one layer transition ``lower -> upper``: the maps of D at ``lower`` are computed once
-    (kept in memory when they fit ``cache_bytes``, else recomputed per batch of patches for
-    every chunk of sets), then every knocked-out set runs through the segment
-    ``phi^{lower,upper}`` with many sets folded into one call. Identical sets asked for by
-    several targets run once, and one forward serves every target of the transition (the
-    segment computes every upper channel anyway).
+    and kept for every later call (when they fit ``cache_bytes``; else recomputed per batch
+    of patches for every pass), then the knocked-out sets run through the segment
+    ``phi^{lower,upper}``, many sets folded into one call. Where the upper layer ends in a
+    dense conv or linear layer followed only by channel-wise modules
+    (:func:`sliced_segment`), the segment is cut down to the one channel a row is read on and
+    each target's rows run on their own: the other upper channels, which Definition 2 never
+    reads, are not computed. Otherwise one forward serves every target of the transition. In
+    both cases a set asked for twice for the same forward runs once. Activations of a chunk
+    of sets are reduced to their top-k (:func:`stable_top_k`) before the next chunk runs.
 
-    ``batched=False`` is the straightforward engine kept as a reference: every (target, set)
-    pair is its own row, the prefix runs for every batch of patches, one target is read per
-    forward. Both give the same activations (the tests compare them); the batched engine
-    does the arithmetic of each input alone, so results do not depend on how sets are
-    grouped into calls.
+    ``batched=False`` is the straightforward engine, kept as a reference for the tests and
+    the benchmark: every (target, set) pair is its own row, the prefix runs for every batch
+    of patches, every upper channel is computed and one is read. Both give the same
+    activations up to the order of floating-point sums in a sliced conv or linear layer
+    (the tests compare them). Rows are computed input by input (no statistic across a call),
+    and the tests check that results do not depend on batch sizes, chunking, the map cache
+    or the order of rows.
 
     Args:
         split: a split of the model at the circuit's layers (model in eval mode).
@@ -495,7 +488,7 @@ class KnockoutEngine:
             out[rows.numpy()] = stable_top_k(acts, k).numpy()
         return out
 
-    def _groups(self, targets: Sequence[int]) -> list[tuple[list[int], Stage, list[int]]]:
+    def _groups(self, targets: Sequence[int]) -> list[tuple[list[int], Stage, list[int]]]:  # (rows, segment, channels)
         """``(rows, segment, channels read)``: how the rows are run.
 
         When the upper layer ends in a channel-mixing module followed only by channel-wise
@@ -505,7 +498,7 @@ class KnockoutEngine:
         """
         channels = sorted({int(t) for t in targets})
         if self.batched:
-            per_target = []
+            per_target: list[tuple[list[int], Stage, list[int]]] = []
             for c in channels:
                 seg = self._sliced.get(c)
                 if seg is None and c not in self._sliced:
@@ -529,13 +522,13 @@ class KnockoutEngine:
         n_patches = len(self.grid)
         keys = [tuple(sorted({int(c) for c in s})) for s in sets]
         plan = []  # (rows, segment, channels, unique sets, row -> unique, row -> channel column)
-        for rows, seg, channels in self._groups(targets):
-            unique = list(dict.fromkeys(keys[r] for r in rows))  # first-seen order
+        for group, seg, channels in self._groups(targets):
+            unique = list(dict.fromkeys(keys[r] for r in group))  # first-seen order
             row_of = {key: i for i, key in enumerate(unique)}
             col_of = {c: i for i, c in enumerate(channels)}
-            key_row = torch.as_tensor([row_of[keys[r]] for r in rows], dtype=torch.long)  # [r]
-            key_col = torch.as_tensor([col_of[int(targets[r])] if len(channels) > 1 else 0 for r in rows], dtype=torch.long)  # [r]
-            plan.append((torch.as_tensor(rows, dtype=torch.long), seg, channels, unique, key_row, key_col))
+            key_row = torch.as_tensor([row_of[keys[r]] for r in group], dtype=torch.long)  # [r]
+            key_col = torch.as_tensor([col_of[int(targets[r])] if len(channels) > 1 else 0 for r in group], dtype=torch.long)  # [r]
+            plan.append((torch.as_tensor(group, dtype=torch.long), seg, channels, unique, key_row, key_col))
         passes = [(i, u0) for i, (_, _, channels, unique, _, _) in enumerate(plan)
                   for u0 in range(0, len(unique), max(1, self.chunk_bytes // max(1, n_patches * len(channels) * 4)))]
         done = 0
@@ -544,13 +537,13 @@ class KnockoutEngine:
             per_chunk = max(1, self.chunk_bytes // max(1, n_patches * len(channels) * 4))
             u1 = min(len(unique), u0 + per_chunk)
             acts = torch.empty(u1 - u0, n_patches, len(channels), dtype=torch.float32)  # [U_c, P, T]
-            masks = idx = None
+            masks: torch.Tensor | None = None
             for sl, feats in self._batches():
                 if masks is None:
                     masks = masks_from_sets(unique[u0:u1], feats.shape[1])  # [U_c, C]
-                    idx = torch.as_tensor(channels, dtype=torch.long, device=feats.device)
+                idx = torch.as_tensor(channels, dtype=torch.long, device=feats.device)
                 b = feats.shape[0]
-                reduce = (lambda y: neuron_activations(y)) if seg is not self.segment else (lambda y: neuron_activations(y).index_select(1, idx))
+                reduce = neuron_activations if seg is not self.segment else (lambda y, idx=idx: neuron_activations(y).index_select(1, idx))
                 acts[:, sl] = masked_forward([seg], feats, [masks, None], per_call=max(1, self.max_batch // b), reduce=reduce).float().cpu()  # [U_c, b, T]
                 if bar is not None:  # one pass over D in all, spread over the passes
                     now = (p * n_patches + sl.stop) // len(passes)

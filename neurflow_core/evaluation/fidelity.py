@@ -45,7 +45,7 @@ def circuit_neurons(circuit: Circuit, tau: int) -> dict[str, tuple[int, ...]]:
     tau = min(int(tau), circuit.config.tau)
     cores = {t.target: t for t in circuit.targets}
     current = {circuit.class_index}
-    out = {circuit.layers[0]: (circuit.class_index,)}
+    out: dict[str, tuple[int, ...]] = {circuit.layers[0]: (circuit.class_index,)}
     for upper, lower in _transitions(circuit):
         below: set[int] = set()
         for ch in current:

@@ -150,8 +150,8 @@ def to_jsonable(value: Any, *, arrays: bool = False) -> Any:
     if isinstance(value, np.ndarray):
         return to_jsonable(value.tolist(), arrays=arrays)
     if isinstance(value, (np.floating, float)):
-        f = float(value)
-        return f if math.isfinite(f) else None
+        number = float(value)
+        return number if math.isfinite(number) else None
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.bool_):
