@@ -26,6 +26,21 @@ Usage::
 
     python benchmarks/bench_evaluate.py                       # CPU, writes benchmarks/results/evaluate.json
     python benchmarks/bench_evaluate.py --device cuda --reduce ""   # everything at full size on a GPU
+
+**Before/after** (``--compare demo,resnet50``, writes ``results/evaluate_engines.json``): the
+time of each experiment (optimality, fidelity, correlation) with the straightforward knock-out
+engine (``KnockoutEngine(batched=False)``: the code path before the batched engine, one row per
+(target, set), the prefix per batch of patches, every upper channel computed, top-k per row in
+numpy) and with the batched one, in the same process, on
+
+* ``demo``: the demo CNN and the artifacts of ``make demo`` (``--demo-root``), classes
+  ``--demo-classes``, every transition, reduced settings (``--c-*`` options);
+* ``resnet50``: ``weights=None``, ``--c-images`` seeded ``--c-size`` px images, a circuit over
+  ``fc -> layer4.2 -> layer4.1`` built here, the transition ``--c-resnet-layer``.
+
+It also checks that both engines give the same results (``identical``: every field of the
+JSON of each result equal; ``max_abs_diff`` over its numbers) and, with ``--profile``,
+prints where the straightforward path spends its time (cProfile, top functions).
 """
 
 from __future__ import annotations
@@ -72,8 +87,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=str(Path(__file__).resolve().parent / "results" / "evaluate.json"))
-    return p.parse_args(argv)
+    p.add_argument("--json", default=None, help="results file (default: results/evaluate.json, with --compare results/evaluate_engines.json)")
+    g = p.add_argument_group("before/after (--compare)")
+    g.add_argument("--compare", default="", help="workloads to time with both knock-out engines: demo, resnet50 (comma-separated)")
+    g.add_argument("--demo-root", default=str(Path(__file__).resolve().parents[1] / ".neurflow" / "demo"))
+    g.add_argument("--demo-classes", default="bee", help="demo classes (artifact folder suffixes), comma-separated")
+    g.add_argument("--c-samples", type=int, default=2)
+    g.add_argument("--c-random-sets", type=int, default=10)
+    g.add_argument("--c-taus", default="4,8")
+    g.add_argument("--c-max-cardinality", type=int, default=5)
+    g.add_argument("--c-combinations", type=int, default=5)
+    g.add_argument("--c-fidelity-draws", type=int, default=2)
+    g.add_argument("--c-images", type=int, default=2, help="resnet50: images (59 patches each)")
+    g.add_argument("--c-size", type=int, default=64, help="resnet50: input side")
+    g.add_argument("--c-resnet-layer", default="layer4.1", help="resnet50: the lower layer of the timed transition")
+    g.add_argument("--profile", action="store_true", help="cProfile the straightforward path of the first workload")
+    args = p.parse_args(argv)
+    if args.json is None:
+        args.json = str(Path(__file__).resolve().parent / "results" / ("evaluate_engines.json" if args.compare else "evaluate.json"))
+    return args
 
 
 def make_images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -127,6 +159,8 @@ def finite(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        return compare_main(args)
     import torchvision
 
     from neurflow import CircuitConfig, build_circuit
@@ -279,6 +313,190 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         print(f"{r['transition']:<22} {r['experiment']:<12} {r['seconds_run']:>9.1f} {r['sets_run']:>9} {r['seconds_full']:>12.1f} {r['sets_full']:>10}  {r['full_size']}")
     print(f"peak RSS {doc['peak_rss_mib']:.0f} MiB")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(finite(doc), indent=1, allow_nan=False) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- before / after
+
+
+def _load_demo(root: Path, name: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(model, circuit, class images in artifact order, fidelity images, labels) of one demo class."""
+    from neurflow.ingest.images import load_class_images, scan_data
+    from neurflow.ingest.models import load_model
+    from neurflow.ingest.pipeline import read_artifact
+
+    folders = sorted(p for p in (root / "artifacts" / "demo").iterdir() if p.name.split("-", 1)[-1] == name)
+    if not folders:
+        raise SystemExit(f"no demo artifact of class '{name}' under {root / 'artifacts' / 'demo'} (run 'make demo')")
+    circuit, _, _ = read_artifact(folders[0])
+    spec = load_model("demo", None, demo_root=root)
+    data = scan_data(root / "world" / "val", spec.categories, 5)
+    imgs = load_class_images(data, circuit.class_index, spec.preprocess)
+    row = {i: r for r, i in enumerate(imgs.ids)}
+    images = imgs.tensor[torch.as_tensor([row[i] for i in circuit.image_ids], dtype=torch.long)]
+    labels = torch.full((len(imgs.ids),), circuit.class_index, dtype=torch.long)
+    return spec.module.eval(), circuit, images, imgs.tensor, labels
+
+
+def _resnet_workload(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+    import torchvision
+
+    from neurflow import CircuitConfig, build_circuit
+
+    torch.manual_seed(args.seed)
+    model = torchvision.models.resnet50(weights=None).eval().to(device)
+    images = make_images(args.c_images, args.c_size, args.seed).to(device)
+    with torch.no_grad():
+        cls = int(torch.mode(model(images).argmax(1)).values)
+    layers = ["fc", "layer4.2", "layer4.1"]
+    circuit = build_circuit(model, images, cls, layers, CircuitConfig(tau=8, k=20, steps=2, method="gausslegendre"), model_name="resnet50")
+    labels = torch.full((len(images),), cls, dtype=torch.long)
+    return model, circuit, images, images, labels
+
+
+def _max_abs_diff(a: Any, b: Any) -> float:
+    """The largest difference between the numbers of two JSON documents of the same shape."""
+    if isinstance(a, dict):
+        return max([_max_abs_diff(a[k], b[k]) for k in a], default=0.0)
+    if isinstance(a, list):
+        return max([_max_abs_diff(x, y) for x, y in zip(a, b)], default=0.0)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b))
+    return 0.0 if a == b else float("inf")
+
+
+def _time_both(model: Any, circuit: Any, images: torch.Tensor, eval_images: torch.Tensor, labels: torch.Tensor, cfg: Any, device: torch.device, profile: bool) -> dict[str, Any]:
+    """Each experiment with the straightforward engine, then with the batched one."""
+    from neurflow.evaluation import correlation, fidelity, optimality, to_jsonable
+    from neurflow.intervention import KnockoutEngine
+    from neurflow.segments import split_model
+
+    images = images.to(device)
+    eval_images = eval_images.to(device)
+    split = split_model(model, circuit.layers)
+    uppers = [u for u, lo in zip(circuit.layers[:-1], circuit.layers[1:]) if cfg.layers is None or lo in cfg.layers]
+    out: dict[str, Any] = {}
+    docs: dict[str, dict[str, Any]] = {}
+    for engine in ("before", "after"):
+        batched = engine == "after"
+        engines = {u: KnockoutEngine(split, u, images, circuit.patches, batch_size=cfg.batch_size, max_batch=cfg.max_batch, batched=batched) for u in uppers}
+        if not batched:  # the old path also took the top-k of each row in numpy
+            for e in engines.values():
+                e.concepts = _numpy_top_k_concepts(e)  # type: ignore[method-assign]
+        runs = {
+            "optimality": lambda: optimality(model, circuit, images, cfg, engines=engines),
+            "fidelity": lambda: fidelity(model, circuit, eval_images, labels, cfg),
+            "correlation": lambda: correlation(model, circuit, images, cfg, engines=engines if batched else {u: _fresh(e) for u, e in engines.items()}),
+        }
+        times = {}
+        for name, run in runs.items():
+            prof = None
+            if profile and not batched and name == "optimality":
+                import cProfile
+
+                prof = cProfile.Profile()
+                prof.enable()
+            sync(device)
+            t0 = time.perf_counter()
+            docs.setdefault(name, {})[engine] = to_jsonable(run())
+            sync(device)
+            times[name] = time.perf_counter() - t0
+            if prof is not None:
+                import io
+                import pstats
+
+                prof.disable()
+                buf = io.StringIO()
+                pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(8)
+                print("\n".join(line for line in buf.getvalue().splitlines() if line.strip())[-2500:], flush=True)
+            print(f"    {engine:<7} {name:<12} {times[name]:8.2f} s", flush=True)
+        out[engine] = {k: round(v, 3) for k, v in times.items()}
+    out["ratio"] = {k: round(out["before"][k] / max(out["after"][k], 1e-9), 2) for k in out["before"]}
+    out["total"] = {e: round(sum(out[e].values()), 3) for e in ("before", "after")}
+    out["total"]["ratio"] = round(out["total"]["before"] / max(out["total"]["after"], 1e-9), 2)
+    out["identical"] = {k: docs[k]["before"] == docs[k]["after"] for k in docs}
+    out["max_abs_diff"] = {k: _max_abs_diff(docs[k]["before"], docs[k]["after"]) for k in docs}
+    return out
+
+
+def _fresh(engine: Any) -> Any:
+    """A new straightforward engine like ``engine`` (the old path shared nothing between experiments)."""
+    from neurflow.intervention import KnockoutEngine
+
+    e = KnockoutEngine(engine.split, engine.upper, engine.images, engine.grid, batch_size=engine.batch_size, max_batch=engine.max_batch, batched=False)
+    e.concepts = _numpy_top_k_concepts(e)  # type: ignore[method-assign]
+    return e
+
+
+def _numpy_top_k_concepts(engine: Any) -> Any:
+    from neurflow.activations import top_k
+
+    def concepts(sets: Any, targets: Any, k: int, *, bar: Any = None) -> np.ndarray:
+        acts = engine.activations(sets, targets, bar=bar)
+        return np.stack([top_k(acts[i], k) for i in range(len(sets))]) if len(sets) else np.zeros((0, k), dtype=np.int64)
+
+    return concepts
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    from neurflow.evaluation import EvaluationConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    taus = tuple(int(t) for t in args.c_taus.split(","))
+    settings = {
+        "samples": args.c_samples, "random_sets": args.c_random_sets, "taus": list(taus), "max_cardinality": args.c_max_cardinality,
+        "combinations": args.c_combinations, "fidelity_draws": args.c_fidelity_draws, "batch_size": args.batch_size, "max_batch": args.max_batch, "seed": args.seed,
+    }  # fmt: skip
+    rows = []
+    profile = args.profile
+    for workload in [w for w in args.compare.split(",") if w]:
+        if workload == "demo":
+            for name in [c for c in args.demo_classes.split(",") if c]:
+                model, circuit, images, eval_images, labels = _load_demo(Path(args.demo_root), name)
+                model.to(device)
+                cfg = EvaluationConfig(**{**settings, "taus": taus})
+                print(f"demo class {name}: {len(circuit.patches)} patches, layers {list(circuit.layers)}, {len(eval_images)} fidelity images", flush=True)
+                res = _time_both(model, circuit, images, eval_images, labels, cfg, device, profile)
+                profile = False
+                rows.append({"workload": "demo", "class": name, "patches": len(circuit.patches), "transitions": "all", **res})
+        elif workload == "resnet50":
+            model, circuit, images, eval_images, labels = _resnet_workload(args, device)
+            lower = args.c_resnet_layer
+            cfg = EvaluationConfig(**{**settings, "taus": taus}, layers=(lower,))
+            upper = circuit.layers[circuit.layers.index(lower) - 1]
+            print(f"resnet50 {args.c_size}px: {len(circuit.patches)} patches, transition {upper} -> {lower}", flush=True)
+            res = _time_both(model, circuit, images, eval_images, labels, cfg, device, profile)
+            profile = False
+            rows.append({"workload": "resnet50", "class": circuit.class_index, "patches": len(circuit.patches), "transitions": f"{upper} -> {lower}", **res})
+        else:
+            raise SystemExit(f"unknown workload '{workload}' (demo, resnet50)")
+    doc = {
+        "benchmark": "neurflow.evaluation: straightforward vs batched knock-out engine",
+        "environment": {
+            "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_at_end": os.getloadavg()[0],
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "settings": settings,
+        "resnet50": {"images": args.c_images, "size": args.c_size, "lower_layer": args.c_resnet_layer, "circuit": "tau 8, k 20, IG steps 2"},
+        "results": rows,
+    }
+    print()
+    print(f"{'workload':<10} {'class':<6} {'experiment':<12} {'before s':>9} {'after s':>9} {'ratio':>7}  identical")
+    for r in rows:
+        for k in ("optimality", "fidelity", "correlation"):
+            print(f"{r['workload']:<10} {str(r['class']):<6} {k:<12} {r['before'][k]:>9.2f} {r['after'][k]:>9.2f} {r['ratio'][k]:>7.2f}  {r['identical'][k]} (max diff {r['max_abs_diff'][k]:.2g})")
+        print(f"{r['workload']:<10} {str(r['class']):<6} {'total':<12} {r['total']['before']:>9.2f} {r['total']['after']:>9.2f} {r['total']['ratio']:>7.2f}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(finite(doc), indent=1, allow_nan=False) + "\n")
