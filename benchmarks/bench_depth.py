@@ -14,7 +14,8 @@ gradients, clustering) and the peak RSS in that window (sampled every 20 ms from
 ``/proc/self/statm``).
 
 Dense vs pairs: after the build, the integrated gradients of the deepest transition that
-ran are run again on the same inputs, once storing only the pairs
+ran are run again on the same inputs for ``--dense-targets`` of its targets (each target
+has k pairs, so the ratio of the two storages, U/k, does not depend on how many are kept), once storing only the pairs
 (:func:`neurflow.attribution.integrated_gradients_pairs`, what the build does) and once
 through the dense wrapper :func:`neurflow.attribution.integrated_gradients`, which keeps a
 ``[T, U, C_in]`` tensor like the storage the build had before; the peak RSS growth of each
@@ -189,11 +190,21 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     captured: list[tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     deadline = time.perf_counter() + args.time_limit if args.time_limit else float("inf")
 
+    last = {"targets": 0, "end": time.perf_counter(), "seconds": 0.0}
+
     def capturing(fn, x, targets, membership, **kw):  # type: ignore[no-untyped-def]
-        if time.perf_counter() > deadline:
-            raise OutOfTime
+        now = time.perf_counter()
+        if last["targets"]:  # this transition, estimated from the last one by the targets' ratio
+            estimate = last["seconds"] * max(1.0, int(targets.numel()) / last["targets"])
+            if now + estimate > deadline:
+                raise OutOfTime
         result = integrated_gradients_pairs(fn, x, targets, membership, **kw)
-        captured[:] = [(fn, x.detach().clone(), targets.clone(), membership.clone())]  # the deepest so far
+        # the deepest so far, cut to --dense-targets evenly spaced targets: each target has k
+        # pairs, so the dense / pairs ratio (U / k) does not depend on how many are kept
+        n = int(targets.numel())
+        pick = torch.as_tensor(np.unique(np.linspace(0, n - 1, min(n, args.dense_targets)).round().astype(np.int64)))
+        captured[:] = [(fn, x.detach().clone(), targets[pick].clone(), membership[pick].clone())]
+        last["seconds"], last["end"], last["targets"] = time.perf_counter() - last["end"], time.perf_counter(), n
         return result
 
     build_mod.integrated_gradients_pairs = capturing  # type: ignore[assignment]
@@ -255,7 +266,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--k", type=int, default=50)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--method", default="gausslegendre")
-    p.add_argument("--time-limit", type=float, default=0, help="per run: start no transition after this many seconds (0: none)")
+    p.add_argument("--time-limit", type=float, default=0, help="per run: start no transition that would end after this many seconds (0: none)")
+    p.add_argument("--dense-targets", type=int, default=16, help="targets of the deepest transition rerun dense vs pairs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=str(HERE / "results" / "depth_cpu.json"))
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -278,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = fh.name
             cmd = [sys.executable, __file__, "--worker", "--model", model, "--worker-images", str(n), "--out", out,
                    "--size", str(args.size), "--tau", str(args.tau), "--k", str(args.k), "--steps", str(args.steps),
-                   "--method", args.method, "--time-limit", str(args.time_limit), "--threads", str(args.threads)]
+                   "--method", args.method, "--time-limit", str(args.time_limit), "--dense-targets", str(args.dense_targets), "--threads", str(args.threads)]
             print(f"[depth] {model}, {n} images ...", flush=True)
             t0 = time.time()
             subprocess.run(cmd, check=True)
@@ -292,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "bench_depth",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
-        "settings": {k: getattr(args, k) for k in ("models", "images", "size", "tau", "k", "steps", "method", "time_limit", "threads")},
+        "settings": {k: getattr(args, k) for k in ("models", "images", "size", "tau", "k", "steps", "method", "time_limit", "dense_targets", "threads")},
         "runs": runs,
         "report": "\n".join(format_run(r) for r in runs),
     }

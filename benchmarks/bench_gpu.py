@@ -5,9 +5,11 @@ machine has no internet), its 11-layer preset, class 0, 50 seeded procedural ima
 224 px (``bench_core.make_images``; 2,950 patches), tau 16, k 50, N 50 (``riemann_right``,
 Eq. 2), all images used. The build runs in float32 (``ig_precision="fp32"``: TF32 off).
 At every transition the integrated gradients of the same inputs (the build's own feature
-maps, targets and top-k patches) are run again with ``tf32`` and ``bf16``, and each
-precision's core sets (top tau of the Eq. 2 score per target) are compared with float32's:
-pooled Jaccard over (target, core neuron) pairs, per transition and over all of them.
+maps and top-k patches) are run again with ``tf32`` and ``bf16`` for up to
+``--compare-targets`` of its targets (64, evenly spaced; a target's scores depend on its
+own pairs only), and each precision's core sets (top tau of the Eq. 2 score per target)
+are compared with float32's: pooled Jaccard over (target, core neuron) pairs, per
+transition and over all of them. Their TFLOP/s count their own (fewer) pairs.
 
 Per transition it prints the targets, patches and pairs, the wall time (feature maps,
 integrated gradients, clustering; the tf32/bf16 reruns not counted), the IG time of each
@@ -62,8 +64,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--method", default="riemann_right")
     p.add_argument("--layers", type=int, default=0, help="use the preset's first L layers (0: all)")
-    p.add_argument("--ig-batch", type=int, default=0, help="interpolated inputs per IG forward (0: 4096 on a GPU, the config's default on a CPU)")
+    p.add_argument("--ig-batch", type=int, default=0, help="interpolated inputs per IG forward (0: 2048 on a GPU, the config's default on a CPU)")
     p.add_argument("--precisions", default=",".join(OTHER_PRECISIONS), help="IG precisions rerun and compared with fp32 ('' for none)")
+    p.add_argument("--compare-targets", type=int, default=64, help="targets per transition rerun in each other precision (0: all)")
     p.add_argument("--time-limit", type=float, default=420.0, help="seconds; nothing starts that would end after it")
     p.add_argument("--no-eval", action="store_true", help="skip the faithfulness evaluation")
     p.add_argument("--tiny", action="store_true", help="a minutes-long CPU-sized run: 2 images, 32 px, 3 layers, tau 4, k 10, N 4")
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     layers = list(preset_layers(args.model))
     layers = layers[: args.layers] if args.layers else layers
     images = make_images(args.images, args.size)
-    ig_batch = args.ig_batch or (4096 if cuda else CircuitConfig().ig_batch)
+    ig_batch = args.ig_batch or (2048 if cuda else CircuitConfig().ig_batch)
     config = CircuitConfig(tau=args.tau, k=args.k, steps=args.steps, method=args.method, ig_batch=ig_batch)
     others = [p for p in args.precisions.split(",") if p]
     per_transition: list[dict[str, Any]] = []
@@ -127,8 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def measured_ig(fn, x, targets, membership, **kw):  # type: ignore[no-untyped-def]
         """The build's IG call, timed and counted; then the other precisions on the same inputs."""
-        if per_transition:  # this transition's IG, estimated from the last one's by the targets' ratio
-            estimate = last_ig_s["fp32"] * max(1.0, int(targets.numel()) / per_transition[-1]["targets"])
+        if per_transition:  # this transition, estimated from the last one by the targets' ratio
+            estimate = clock["last_transition_s"] * max(1.0, int(targets.numel()) / per_transition[-1]["targets"])
             if time.perf_counter() + estimate > deadline:
                 raise OutOfTime  # it would not end in time
         rec: dict[str, Any] = {"targets": int(targets.numel()), "patches": int(x.shape[0]), "pairs": int(membership.sum()), "input_shape": list(x.shape[1:])}
@@ -142,30 +145,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         last_ig_s["fp32"] = rec["ig_s"]["fp32"]
         if cuda:
             rec["peak_gpu_mib_build"] = torch.cuda.max_memory_allocated(device) / 2**20
-        ref = core_sets(result[0], result[2], targets, config.tau, config.aggregate)
-        rec["jaccard"], rec["peak_gpu_mib_ig"], rec["rerun_s"] = {}, {}, 0.0
+        # the reruns take at most --compare-targets targets (evenly spaced): the core sets of
+        # a target depend on its own pairs only, so a sample compares like the whole
+        n_t = int(targets.numel())
+        pick = np.unique(np.linspace(0, n_t - 1, min(n_t, args.compare_targets)).round().astype(np.int64)) if args.compare_targets else np.arange(n_t)
+        sub_targets, sub_member = targets[torch.as_tensor(pick)], membership[torch.as_tensor(pick)]
+        keep = torch.isin(result[0].cpu(), torch.as_tensor(pick))
+        remap = {int(t): i for i, t in enumerate(pick)}
+        ref_rows = torch.tensor([remap[int(t)] for t in result[0].cpu()[keep]], dtype=torch.long)
+        ref = core_sets(ref_rows, result[2].cpu()[keep], sub_targets, config.tau, config.aggregate)
+        sub_pairs = int(sub_member.sum())
+        rec["compared_targets"], rec["compared_pairs"] = int(len(pick)), sub_pairs
+        sub_flops = x.shape[0] * args.steps * fwd + sub_pairs * args.steps * bwd
+        rec["jaccard"], rec["peak_gpu_mib_ig"], rec["rerun_s"], rec["rerun_tflops"] = {}, {}, 0.0, {}
         for precision in others:
-            if time.perf_counter() + 1.2 * last_ig_s["fp32"] > deadline:
+            if time.perf_counter() + 1.2 * last_ig_s["fp32"] * sub_pairs / max(1, rec["pairs"]) > deadline:
                 rec["jaccard"][precision] = None  # skipped: no time left
                 continue
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             t1 = time.perf_counter()
-            other = integrated_gradients_pairs(fn, x, targets, membership, **{**kw, "precision": precision})
+            other = integrated_gradients_pairs(fn, x, sub_targets, sub_member, **{**kw, "precision": precision})
             sync(device)
             rec["ig_s"][precision] = time.perf_counter() - t1
             rec["rerun_s"] += rec["ig_s"][precision]
+            rec["rerun_tflops"][precision] = sub_flops / rec["ig_s"][precision] / 1e12
             if cuda:
                 rec["peak_gpu_mib_ig"][precision] = torch.cuda.max_memory_allocated(device) / 2**20
-            mine = core_sets(other[0], other[2], targets, config.tau, config.aggregate)
+            mine = core_sets(other[0], other[2], sub_targets, config.tau, config.aggregate)
             rec["jaccard"][precision] = {"shared": len(ref & mine), "union": len(ref | mine), "value": len(ref & mine) / len(ref | mine)}
             del other
-        rec["tflops"] = {p: rec["flops"] / s / 1e12 for p, s in rec["ig_s"].items()}
+        rec["tflops"] = {"fp32": rec["flops"] / rec["ig_s"]["fp32"] / 1e12, **rec["rerun_tflops"]}
         per_transition.append(rec)
         return result
 
+    clock = {"last_boundary": time.perf_counter(), "last_transition_s": 0.0}
+
     def boundary() -> dict[str, Any]:
         """At the end of a transition (and of the activation pass): its peak memory; reset."""
+        now = time.perf_counter()
+        clock["last_transition_s"], clock["last_boundary"] = now - clock["last_boundary"], now
         if not cuda:
             return {}
         peak = torch.cuda.max_memory_allocated(device) / 2**20
