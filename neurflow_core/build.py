@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .progress import ProgressFactory, stage
 from .activations import feature_maps, patch_activations, to_device, top_k
 from .attribution import integrated_gradients_pairs
 from .circuit import (
@@ -31,9 +30,10 @@ from .circuit import (
     SemanticGroup,
 )
 from .clustering import closest_to_centre, ward_silhouette
-from .layout import channels_last
 from .fingerprint import data_fingerprint, environment, model_fingerprint
+from .layout import channels_last
 from .patches import PatchGrid, make_patch_grid
+from .progress import ProgressFactory, stage
 from .resume import HypertreeState, TransitionStore
 from .segments import ModelSplit, split_model
 

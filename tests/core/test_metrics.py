@@ -111,7 +111,7 @@ def _cores(*rows):
 
     from neurflow import NeuronRef
 
-    return SimpleNamespace(targets=[SimpleNamespace(target=NeuronRef(l, c), lower_layer=low, core=core) for l, c, low, core in rows])
+    return SimpleNamespace(targets=[SimpleNamespace(target=NeuronRef(layer, c), lower_layer=low, core=core) for layer, c, low, core in rows])
 
 
 def test_core_jaccard_pools_the_layers_core_sets():
