@@ -14,8 +14,8 @@ so the online loader and the offline export cannot drift apart, and a reader see
 table what the graph holds and who writes it (docs/graph-schema.md describes the same).
 
 Relationship patterns start at the class-owned end (``anchor``): ArcadeDB expands a MERGE
-from its first node, and a shared Neuron gains degree with every class (438 vs 7,515
-rows/s after 25 classes); Neo4j picks the cheaper side either way.
+from its first node, and a shared Neuron gains degree with every class (the measured
+slow-down is in docs/loading.md); Neo4j picks the cheaper side either way.
 """
 
 from __future__ import annotations
