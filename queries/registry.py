@@ -554,7 +554,7 @@ def parse_query(text: str, filename: str) -> Query:
                 raise fail(f":param {decl['name']}: {exc}") from None
         elif decl["required"]:
             raise fail(f":param {decl['name']}: a required parameter needs a non-null example")
-        built.append(Param(p["name"], decl["type"], p["description"].strip(), p["required"], p["default"], example))
+        built.append(Param(decl["name"], decl["type"], decl["description"].strip(), bool(decl["required"]), decl["default"], example))
     used = set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", _strip_comments(text)))
     if used != set(names):
         raise fail(f"the header's parameters {sorted(names)} differ from those the query uses {sorted(used)}")
