@@ -250,16 +250,16 @@ def integrated_gradients_pairs(
         # that a GPU never waits for the host between rounds. Round r: row i back-propagates
         # output channel chan[r, i] with gradient weight live[r, i] (0 where input i has no
         # r-th target) and its attribution goes to pair dest[r, i] (the sink row M if none).
-        chan = np.zeros((rounds, p), dtype=np.int64)  # [R, p]
-        live = np.zeros((rounds, p), dtype=np.float64)  # [R, p]
-        dest = np.full((rounds, p), num_pairs, dtype=np.int64)  # [R, p]
+        chan_np = np.zeros((rounds, p), dtype=np.int64)  # [R, p]
+        live_np = np.zeros((rounds, p), dtype=np.float64)  # [R, p]
+        dest_np = np.full((rounds, p), num_pairs, dtype=np.int64)  # [R, p]
         for i, q in enumerate(chunk):
             mine = users[q]
             n = len(mine)
-            chan[:n, i], live[:n, i], dest[:n, i] = channel_of[mine], 1.0, pair_id[mine, q]
+            chan_np[:n, i], live_np[:n, i], dest_np[:n, i] = channel_of[mine], 1.0, pair_id[mine, q]
         idx = to_device(torch.tensor(chunk, dtype=torch.long), device)  # [p]
-        chan, dest = to_device(torch.from_numpy(chan), device), to_device(torch.from_numpy(dest), device)
-        live = to_device(torch.from_numpy(live), device, dtype)
+        chan, dest = to_device(torch.from_numpy(chan_np), device), to_device(torch.from_numpy(dest_np), device)
+        live = to_device(torch.from_numpy(live_np), device, dtype)
         rows = torch.arange(p, device=device)  # [p]
         x = inputs[idx]  # [p, *in]
         scaled = (alphas.view(-1, 1, *spatial) * x.unsqueeze(0)).reshape(steps * p, *x.shape[1:])  # [N*p, *in]
