@@ -270,6 +270,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-targets", type=int, default=16, help="targets of the deepest transition rerun dense vs pairs")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--json", default=str(HERE / "results" / "depth_cpu.json"))
+    p.add_argument("--annotate", action="store_true", help="add the IG storage sizes to an existing --json file and print it")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", default="resnet50", help=argparse.SUPPRESS)
     p.add_argument("--worker-images", type=int, default=2, help=argparse.SUPPRESS)
@@ -277,8 +278,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def annotate(doc: dict[str, Any]) -> dict[str, Any]:
+    """Add each transition's IG storage, pairs vs dense, computed from its sizes.
+
+    Pairs: ``targets x k`` rows of ``C_in`` float32 plus two int64 indices per pair; dense:
+    ``targets x patches x C_in`` float32 (the storage before pairs). ``C_in`` is the lower
+    layer's channel count, read from one forward pass of the model.
+    """
+    from neurflow import preset_layers, split_model
+
+    k = int(doc["settings"]["k"])
+    channels: dict[str, dict[str, int]] = {}
+    for r in doc["runs"]:
+        if r["model"] not in channels:
+            layers = list(preset_layers(r["model"]))
+            with torch.no_grad():
+                feats = split_model(make_model(r["model"]), layers).extractor(layers)(torch.zeros(1, 3, 64, 64))
+            channels[r["model"]] = {name: int(v.shape[1]) for name, v in feats.items()}
+        for t in r["transitions"]:
+            c, pairs = channels[r["model"]][t["lower"]], t["targets"] * min(k, r["patches"])
+            t["pairs_mib"] = (pairs * c * 4 + pairs * 16) / 2**20
+            t["dense_mib"] = t["targets"] * t["patches"] * c * 4 / 2**20
+    doc["report"] = "\n".join(format_run(r) for r in doc["runs"])
+    return doc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.annotate:
+        doc = annotate(json.loads(Path(args.json).read_text()))
+        Path(args.json).write_text(json.dumps(doc, indent=1))
+        print(doc["report"])
+        return 0
     if args.worker:
         result = worker(args)
         Path(args.out).write_text(json.dumps(result))
@@ -300,14 +331,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
             print(f"[depth] {model}, {n} images: {time.time() - t0:.0f} s", flush=True)
             print(format_run(run), flush=True)
-    doc = {
+    doc: dict[str, Any] = {
         "benchmark": "bench_depth",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
         "settings": {k: getattr(args, k) for k in ("models", "images", "size", "tau", "k", "steps", "method", "time_limit", "dense_targets", "threads")},
         "runs": runs,
-        "report": "\n".join(format_run(r) for r in runs),
     }
+    doc = annotate(doc)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(doc, indent=1))
     print(f"[depth] wrote {args.json}")
@@ -317,15 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_run(r: dict[str, Any]) -> str:
     """The printed report of one run: per transition, then dense vs pairs."""
     lines = [
-        f"{r['model']}, {r['images']} images ({r['patches']} patches): build {r['wall_s']:.1f} s "
+        f"{r['model']}, {r['images']} images ({r['patches']} patches): build {r['wall_s']:.1f} s"
+        f"{'' if r.get('complete', True) else ' (stopped by the time limit: the transitions below ran)'} "
         f"(activation pass {r['activation_pass_s']:.1f} s), peak RSS {r['peak_rss_build_mib']:.0f} MiB "
         f"(after set-up {r['rss_setup_mib']:.0f})",
-        f"  {'transition':<28} {'targets':>7} {'patches':>7} {'s':>8} {'IG s':>8} {'peak RSS MiB':>12}",
+        f"  {'transition':<28} {'targets':>7} {'patches':>7} {'s':>8} {'IG s':>8} {'peak RSS MiB':>12} {'IG store pairs/dense MiB':>25}",
     ]
     for t in r["transitions"]:
+        store = f"{t['pairs_mib']:.1f}/{t['dense_mib']:.1f}" if "dense_mib" in t else "-"
         lines.append(
             f"  {t['upper'] + ' -> ' + t['lower']:<28} {t['targets']:>7} {t['patches']:>7} {t['seconds']:>8.2f} "
-            f"{t['ig_seconds']:>8.2f} {t.get('peak_rss_mib', float('nan')):>12.0f}"
+            f"{t['ig_seconds']:>8.2f} {t.get('peak_rss_mib', float('nan')):>12.0f} {store:>25}"
         )
     for d in r["dense_vs_pairs"]:
         lines.append(
