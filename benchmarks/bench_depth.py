@@ -190,21 +190,22 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     captured: list[tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     deadline = time.perf_counter() + args.time_limit if args.time_limit else float("inf")
 
-    last = {"targets": 0, "end": time.perf_counter(), "seconds": 0.0}
+    last = {"targets": 0, "start": 0.0}
 
     def capturing(fn, x, targets, membership, **kw):  # type: ignore[no-untyped-def]
         now = time.perf_counter()
-        if last["targets"]:  # this transition, estimated from the last one by the targets' ratio
-            estimate = last["seconds"] * max(1.0, int(targets.numel()) / last["targets"])
+        if last["targets"]:  # this transition, estimated from the last one (IG call to IG call) by the targets' ratio
+            estimate = (now - last["start"]) * max(1.0, int(targets.numel()) / last["targets"])
             if now + estimate > deadline:
                 raise OutOfTime
+        last["start"] = now
         result = integrated_gradients_pairs(fn, x, targets, membership, **kw)
         # the deepest so far, cut to --dense-targets evenly spaced targets: each target has k
         # pairs, so the dense / pairs ratio (U / k) does not depend on how many are kept
         n = int(targets.numel())
         pick = torch.as_tensor(np.unique(np.linspace(0, n - 1, min(n, args.dense_targets)).round().astype(np.int64)))
         captured[:] = [(fn, x.detach().clone(), targets[pick].clone(), membership[pick].clone())]
-        last["seconds"], last["end"], last["targets"] = time.perf_counter() - last["end"], time.perf_counter(), n
+        last["targets"] = n
         return result
 
     build_mod.integrated_gradients_pairs = capturing  # type: ignore[assignment]
