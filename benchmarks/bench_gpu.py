@@ -20,7 +20,7 @@ ends; the reruns' own peaks are reported apart). FLOPs are counted analytically:
 per (target, patch) pair and node), each measured on one input with
 ``torch.utils.flop_counter.FlopCounterMode``.
 
-A time guard (``--time-limit``, default 420 s) starts no transition, rerun or evaluation
+A time guard (``--time-limit``, default 300 s) starts no transition, rerun or evaluation
 that would not finish in time, so the run ends cleanly with what it measured. Then, if time
 is left, the faithfulness evaluation (``neurflow.evaluate_circuit``, fidelity only) runs
 on the circuit; any error there is reported, not raised. JSON goes to ``$OUT/gpu_check.json``
@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ig-batch", type=int, default=0, help="interpolated inputs per IG forward (0: 2048 on a GPU, the config's default on a CPU)")
     p.add_argument("--precisions", default=",".join(OTHER_PRECISIONS), help="IG precisions rerun and compared with fp32 ('' for none)")
     p.add_argument("--compare-targets", type=int, default=64, help="targets per transition rerun in each other precision (0: all)")
-    p.add_argument("--time-limit", type=float, default=420.0, help="seconds; nothing starts that would end after it")
+    p.add_argument("--time-limit", type=float, default=300.0, help="seconds; nothing starts that would end after it")
     p.add_argument("--no-eval", action="store_true", help="skip the faithfulness evaluation")
     p.add_argument("--tiny", action="store_true", help="a minutes-long CPU-sized run: 2 images, 32 px, 3 layers, tau 4, k 10, N 4")
     p.add_argument("--json", default="")
@@ -228,16 +228,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["pooled_jaccard_vs_fp32"] = pooled
     if cuda:
         result["peak_gpu_mib_process"] = torch.cuda.max_memory_allocated(device) / 2**20
-    if circuit is not None and not args.no_eval:
-        result["evaluation"] = evaluate(model, circuit, images, deadline, device)
     result["wall_s"] = time.perf_counter() - started
+    if circuit is not None and not args.no_eval:
+        save(result, args)  # kept even if the evaluation is cut off from outside
+        result["evaluation"] = evaluate(model, circuit, images, deadline, device)
+        result["wall_s"] = time.perf_counter() - started
     return result
 
 
 def evaluate(model: torch.nn.Module, circuit: Any, images: torch.Tensor, deadline: float, device: torch.device) -> dict[str, Any]:
     """The fidelity experiment through the public API, guarded (the package is being reworked)."""
     left = deadline - time.perf_counter()
-    if left < 30:
+    if left < 60:
         return {"status": "skipped", "reason": f"{left:.0f} s left"}
     try:
         from neurflow import EvaluationConfig, evaluate_circuit
@@ -275,7 +277,7 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"pooled Jaccard {p} vs fp32: {v['value'] if v['value'] is None else round(v['value'], 4)} over {v['transitions']} transitions")
     if "evaluation" in r:
         lines.append(f"evaluation: {json.dumps(r['evaluation'])[:600]}")
-    lines.append(f"total {r['wall_s']:.1f} s")
+    lines.append(f"total {r.get('wall_s', float('nan')):.1f} s")
     return "\n".join(lines)
 
 
@@ -285,14 +287,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no CUDA device: run with --device cpu (e.g. --device cpu --tiny)", file=sys.stderr)
         return 2
     result = run(args)
-    text = report(result)
-    result["report"] = text
-    print(text, flush=True)
+    path = save(result, args)
+    print(result["report"], flush=True)
+    print(f"wrote {path}")
+    return 0
+
+
+def save(result: dict[str, Any], args: argparse.Namespace) -> str:
+    """Write the JSON (with the printed report) to --json, $OUT/gpu_check.json or benchmarks/results/."""
+    result["report"] = report(result)
     out = args.json or (str(Path(os.environ["OUT"]) / "gpu_check.json") if os.environ.get("OUT") else str(HERE / "results" / f"gpu_{torch.device(args.device).type}{'_tiny' if args.tiny else ''}.json"))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=1, default=str))
-    print(f"wrote {out}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":
