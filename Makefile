@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: demo test test-fast lint-cypher bench clean-demo install browser
+.PHONY: demo test test-fast lint lint-cypher bench clean-demo install browser
 
 install: $(VENV)/.installed
 
@@ -35,7 +35,12 @@ browser:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "chromium/chromium-driver missing and not root: the browser tests will skip (fail under CI=true)"; fi
 
-test: $(VENV)/.installed node_modules/.installed browser
+# ruff (pyflakes, pycodestyle, import order) and mypy on the package; both must be clean.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check neurflow_core ingest queries tests benchmarks
+	MYPY=$(VENV)/bin/mypy tools/typecheck.sh
+
+test: $(VENV)/.installed node_modules/.installed browser lint
 	$(PY) -m pytest -q tests
 
 test-fast: $(VENV)/.installed

@@ -353,6 +353,7 @@ def _batched(net: nn.Module, data: torch.Tensor, batch: int, device: torch.devic
 
 def worker_baseline(args: argparse.Namespace) -> dict[str, Any]:
     from captum.attr import IntegratedGradients
+
     from neurflow import crop_patches, make_patch_grid
 
     model, images, device = _setup(args)
@@ -473,8 +474,9 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> flo
 def count_flops(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """FLOPs per sample of each segment (forward; forward + input-gradient backward) and of
     the prefix to each layer, counted with ``torch.utils.flop_counter.FlopCounterMode``."""
-    import neurflow
     from torch.utils.flop_counter import FlopCounterMode
+
+    import neurflow
 
     model = make_model(args.seed).to(device)
     for p in model.parameters():

@@ -29,13 +29,7 @@ from neurflow.artifact import write_json_atomic
 from .errors import ArtifactError, InputError
 from .session import ArtifactSet
 
-__all__ = ["evaluate_artifact", "summary_doc", "write_summary", "CLASS_EVAL", "RUN_EVAL", "CLASS_EXISTS"]
-
-# Parameters only: $cls (the Class uid) and $props (a map of primitive values).
-CLASS_EXISTS = "MATCH (c:Class {uid: $cls}) RETURN count(c) AS n"
-CLASS_EVAL = "MATCH (c:Class {uid: $cls}) SET c += $props"
-RUN_EVAL = "MATCH (:Class {uid: $cls})-[:BUILT_BY]->(run:Run) SET run += $props"
-
+__all__ = ["evaluate_artifact", "summary_doc"]
 
 def _in_artifact_order(imgs, ids: Sequence[str], root: Path):
     """The rows of ``imgs`` (a ClassImages) for the artifact's image ids, in their order."""
@@ -220,26 +214,3 @@ def summary_doc(ev, *, run_dir: Path, artifact: Path, evaluated_at: str, plots: 
             )
         doc["correlation"] = {"mean_pearson": _f(cr.mean_pearson), "mean_spearman": _f(cr.mean_spearman), "layers": layers}
     return doc
-
-
-def write_summary(driver, database: str | None, cls_uid: str, props: dict) -> bool:
-    """Set ``props`` on the Class node ``cls_uid`` and on its Run node.
-
-    Returns:
-        False (and writes nothing) when the class is not in the graph.
-
-    Raises:
-        DatabaseError: the database failed.
-    """
-    import neo4j
-
-    from .graph.errors import translating_errors
-    from .graph.writer import run_write
-
-    with translating_errors(f"reading class {cls_uid}"):
-        records, _, _ = driver.execute_query(CLASS_EXISTS, parameters_={"cls": cls_uid}, database_=database, routing_=neo4j.RoutingControl.READ)
-    if not records or int(records[0]["n"]) == 0:
-        return False
-    run_write(driver, database, CLASS_EVAL, cls=cls_uid, props=props)
-    run_write(driver, database, RUN_EVAL, cls=cls_uid, props=props)
-    return True

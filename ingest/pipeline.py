@@ -160,7 +160,7 @@ def _write_thumbnails(circuit: Circuit, images, preprocess, directory: Path, siz
         x0, y0, x1, y1 = (int(v) for v in circuit.patches.boxes[p])
         img = images[int(circuit.patches.image_index[p])].cpu().float() * std + mean
         crop = (img[:, y0:y1, x0:x1].clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
-        Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.BILINEAR).save(thumbs / f"p{p}.png")
+        Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.BILINEAR).save(thumbs / f"p{p}.png")
     return len(ids)
 
 
@@ -359,7 +359,7 @@ def _compute_class(prep: Prepared, class_index: int, progress: ProgressFactory |
         model_name=spec.name,
         class_name=name,
         image_ids=[imgs.ids[i] for i in used],
-        progress=timed,
+        progress=timed,  # type: ignore[arg-type]
         resume=resume,
     )
     if (directory / RUN_FILE).exists():
@@ -488,30 +488,27 @@ def load(
     *,
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] = print,
-    batch_size: int = 2000,
+    batch_size: int = 10_000,
 ) -> list[LoadOutcome]:
     """Load artifacts into the graph, replacing each class's subgraph.
 
     Incomplete or corrupt artifacts are reported and skipped; database errors stop the load
     (raised as DatabaseError) since every later class would fail the same way.
     """
-    from .graph.rows import circuit_rows
+    from .graph.rows import artifact_rows
     from .graph.writer import ensure_schema, write_class
-    from .labelling.store import read_class_labels
 
     ensure_schema(driver, database)
     outcomes = []
-    for directory in directories:
+    for directory in directories:  # streaming: one class's rows in memory at a time
         try:
-            circuit, run, thumbs = read_artifact(directory)
+            rows = artifact_rows(directory)
         except ArtifactError as exc:
             outcomes.append(LoadOutcome(directory, "", "failed", message=str(exc)))
             log(f"  {directory}: FAILED: {exc}")
             continue
-        # labels stored beside the artifact come back only when made for this very artifact
-        rows = circuit_rows(circuit, run=_run_props(run), artifact_dir=directory.resolve(), thumbnails=thumbs, labels=read_class_labels(directory))
         total = sum(len(v) for v in rows.rows.values())
-        bar = progress(f"loading {circuit.class_name}", total) if progress is not None else None
+        bar = progress(f"loading {Path(directory).name}", total) if progress is not None else None
         try:
             stats = write_class(driver, database, rows, progress=bar, batch_size=batch_size)
         finally:

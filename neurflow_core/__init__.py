@@ -56,8 +56,17 @@ if TYPE_CHECKING:  # pragma: no cover  # noqa: F401 (re-exports for type checker
     from .attribution import QUADRATURES, integrated_gradients, quadrature
     from .build import build_circuit, select_class_images
     from .circuit import (
-        AGGREGATES, SCHEMA_VERSION, Circuit, CircuitConfig, CoreNeurons, GroupEdge, GroupMember,
-        HypertreeEdge, NeuronGroup, NeuronRef, SemanticGroup,
+        AGGREGATES,
+        SCHEMA_VERSION,
+        Circuit,
+        CircuitConfig,
+        CoreNeurons,
+        GroupEdge,
+        GroupMember,
+        HypertreeEdge,
+        NeuronGroup,
+        NeuronRef,
+        SemanticGroup,
     )
     from .debugging import DebugConfig, assign_verdicts, bias_score, debug_circuit
     from .evaluation import EvaluationConfig, evaluate_circuit

@@ -344,7 +344,7 @@ def _from_json(doc: dict, directory: Path) -> Circuit:
                 for j, sg in enumerate(own):
                     for r in ranked:
                         edges.append(HypertreeEdge(NeuronRef(core["lower_layer"], int(r["channel"])), neuron, sg.index, float(r["weights"][j]), float(r["importance"][j])))
-        group_vectors = arrays.get(f"group_vectors:{layer}")
+        group_vectors = arrays[f"group_vectors:{layer}"] if f"group_vectors:{layer}" in arrays else empty
         for gi, g in enumerate(entry["groups"]):
             groups.append(
                 NeuronGroup(

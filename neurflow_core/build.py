@@ -129,7 +129,7 @@ def build_circuit(
                 images,
                 grid,
                 batch_size=config.batch_size,
-                progress=bar.update,
+                progress=bar.update,  # type: ignore[arg-type]
                 keep_maps=split.layers[1:],  # the lower layer of each transition, top first
                 map_budget_bytes=config.map_cache_mb * 2**20,
                 maps_out=maps,
@@ -253,7 +253,7 @@ def _hypertree(
                 precision=config.ig_precision,
             )  # [M], [M, C_lower]: only the (target, patch) pairs used, by target then patch
             bar.update(1)
-        pair_attr, pair_input = pair_attr.cpu(), pair_input.cpu().numpy()
+        pair_attr, pair_input = pair_attr.cpu(), pair_input.cpu().numpy()  # type: ignore[assignment]
         starts = np.concatenate([[0], np.cumsum(membership.sum(1).numpy())])  # [T + 1] each target's rows
         del x
         next_targets: set[int] = set()

@@ -487,7 +487,7 @@ def debug_circuit(
                 masked = _masked_logits(suffix, patch_feats, _drop_mask(width, channels, device), config.batch_bytes)[0]
                 pdrop = (base_patch - masked[:, c]).double().cpu().numpy()
                 porder = np.argsort(-pdrop, kind="stable")[: config.top_n]
-                top_patches = tuple((int(patch_ids[i]), float(pdrop[i])) for i in porder)
+                top_patches = tuple((int(patch_ids[i]), float(pdrop[i])) for i in porder)  # type: ignore[index]  # set with patch_feats
             confusers: tuple[tuple[int, int, int], ...] = ()
             if fp_true is not None:
                 confusers = tuple(

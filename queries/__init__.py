@@ -11,8 +11,8 @@ See :mod:`neurflow.queries.registry` for the header format and parameter binding
 
 from .registry import (
     Column,
-    ParameterError,
     Param,
+    ParameterError,
     Query,
     QueryFileError,
     UnknownQueryError,

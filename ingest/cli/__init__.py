@@ -18,7 +18,7 @@ _COMMANDS: dict[str, str] = {
     "load": "neurflow.ingest.cli.load:load",
     "ingest": "neurflow.ingest.cli.ingest:ingest",
     "link": "neurflow.ingest.cli.link:link",
-    "export": "neurflow.ingest.cli_export:export",
+    "export": "neurflow.ingest.cli.export:export",
     "demo": "neurflow.ingest.cli.demo:demo",
     "db": "neurflow.ingest.cli.db:db",
     "query": "neurflow.ingest.cli.query:query",

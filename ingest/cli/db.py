@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .options import handle_errors
 from ..embedded_db import DbInfo
+from .options import handle_errors
 
 __all__ = ["db"]
 

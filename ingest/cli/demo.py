@@ -10,8 +10,8 @@ summary with example query results.
 from __future__ import annotations
 
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -55,9 +55,9 @@ def _run_query(conn, name: str, **params):
 @handle_errors
 def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: bool) -> None:
     """Build the demo world and model, ingest every class, and show example queries."""
+    from ..demo.model import ensure_demo
     from .compute import run_compute
     from .load import run_load
-    from ..demo.model import ensure_demo
 
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
@@ -79,7 +79,6 @@ def demo(root: Path, uri, user, password, database, quiet: bool, skip_debug: boo
         # concept labels (neurflow label --labeller annotations): the world's per-pixel concept
         # maps name every neuron group; stored beside the artifacts, so the debugger reads them
         from ..labelling import demo_annotations, label_classes, write_labels
-
         from ..labelling.concepts import label_concepts, write_concept_labels_to_graph
 
         annotations = demo_annotations(world.root)

@@ -65,7 +65,8 @@ def evaluate(experiment: str, artifact_args: tuple[Path, ...], artifact_opts: tu
     """
     from neurflow.evaluation import EXPERIMENTS, EvaluationConfig
 
-    from ..evaluating import evaluate_artifact, write_summary
+    from ..evaluating import evaluate_artifact
+    from ..graph.writer import write_evaluation_summary
     from ..session import locate_artifacts, open_artifacts
 
     opts = model_options_from(kw)
@@ -113,7 +114,7 @@ def evaluate(experiment: str, artifact_args: tuple[Path, ...], artifact_opts: tu
     if not kw["no_graph"]:
         with connect_from_options(kw["uri"], kw["user"], kw["password"], kw["database"]) as conn:
             for cls_uid, props in summaries:
-                if write_summary(conn.driver, conn.database, cls_uid, props):
+                if write_evaluation_summary(conn.driver, conn.database, cls_uid, props):
                     log(f"graph: evaluation of {cls_uid} written to its Class and Run nodes")
                 else:
                     log(f"graph: class {cls_uid} is not in the graph (run 'neurflow load' first); summary not written")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -80,6 +81,7 @@ def label(classes, labeller, out, layers, force, annotations_dir, threshold, bas
     layer_list = tuple(x.strip() for x in layers.split(",") if x.strip()) if layers else None
     if max_requests is not None and max_requests < 1:
         raise click.BadParameter("must be >= 1", param_hint="--max-requests")
+    chosen: Any
     if labeller == "annotations":
         if annotations_dir is None:
             raise InputError("--labeller annotations needs --annotations DIR (concepts.json + label maps, or a demo world)")

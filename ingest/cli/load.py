@@ -8,7 +8,7 @@ import click
 
 from .options import connect_from_options, db_options, echo_err, handle_errors, quiet_option
 
-__all__ = ["load", "run_load", "complete_artifacts"]
+__all__ = ["load", "run_load", "print_load_summary", "complete_artifacts"]
 
 
 def complete_artifacts(paths) -> list[Path]:
@@ -32,12 +32,18 @@ def complete_artifacts(paths) -> list[Path]:
     return directories
 
 
-def run_load(conn, directories, quiet: bool, batch_size: int = 2000) -> list:
+def run_load(conn, directories, quiet: bool, batch_size: int = 10_000) -> list:
     """Load the artifacts and print the summary (rows, relationships/s)."""
     from ..pipeline import load as do_load
     from ..progress import bar_factory
 
     outcomes = do_load(conn.driver, conn.database, directories, progress=bar_factory(quiet), log=echo_err, batch_size=batch_size)
+    print_load_summary(outcomes)
+    return outcomes
+
+
+def print_load_summary(outcomes: list) -> None:
+    """``load: N class(es) loaded, ...`` with relationships/s."""
     loaded = [o for o in outcomes if o.status == "loaded"]
     rels = sum(o.relationships for o in loaded)
     nodes = sum(n for o in loaded for k, n in o.rows.items() if k in ("semantic_group", "neuron_group", "patch", "neuron", "class", "layer", "model", "run"))
@@ -46,14 +52,13 @@ def run_load(conn, directories, quiet: bool, batch_size: int = 2000) -> list:
         f"load: {len(loaded)} class(es) loaded, {len(outcomes) - len(loaded)} failed; {nodes} node rows, "
         f"{rels} relationship rows in {secs:.1f} s ({rels / secs:.0f} relationships/s)"
     )
-    return outcomes
 
 
 @click.command()
 @click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_options
 @click.option("--no-link", is_flag=True, help="Do not rebuild the cross-class concept atlas afterwards.")
-@click.option("--batch-size", type=int, default=2000, show_default=True, help="Rows per UNWIND transaction.")
+@click.option("--batch-size", type=int, default=10_000, show_default=True, help="Rows per UNWIND statement (Neo4j recommends 10k-50k; a class is one transaction).")
 @quiet_option
 @handle_errors
 def load(artifacts, uri, user, password, database, no_link, batch_size, quiet) -> None:

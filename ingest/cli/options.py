@@ -186,19 +186,16 @@ _CIRCUIT_HELP: dict[str, tuple[str, str]] = {
     "batch_size": ("--batch-size", "Patches per forward pass."),
     "ig_batch": ("--ig-batch", "Interpolated inputs per IG forward pass."),
     "precision": ("--precision", "Arithmetic of the activation pass that ranks patches (bfloat16: faster on bf16 hardware)."),
-    "ig_precision": ("--ig-precision", "Arithmetic of integrated gradients (bf16 autocast or TF32 matmuls; checked against float32 in benchmarks/gpu_check.sh)."),
+    "ig_precision": ("--ig-precision", "Arithmetic of integrated gradients: fp32, or on GPUs tf32 (TF32 matmuls) or bf16 (autocast); benchmarks/gpu_check.sh checks their core sets against fp32."),
     "map_cache_mb": ("--map-cache-mb", "Memory for lower-layer feature maps kept for IG (0 = recompute)."),
 }
 
 
 def _circuit_choices() -> dict[str, tuple[str, ...]]:
     from neurflow import circuit
-    from neurflow.attribution import QUADRATURES
+    from neurflow.attribution import IG_PRECISIONS, QUADRATURES
 
-    out = {"method": tuple(QUADRATURES), "aggregate": tuple(circuit.AGGREGATES), "precision": tuple(circuit.PRECISIONS)}
-    if hasattr(circuit, "IG_PRECISIONS"):
-        out["ig_precision"] = tuple(circuit.IG_PRECISIONS)
-    return out
+    return {"method": tuple(QUADRATURES), "aggregate": tuple(circuit.AGGREGATES), "precision": tuple(circuit.PRECISIONS), "ig_precision": tuple(IG_PRECISIONS)}
 
 
 def circuit_options(fn: F) -> F:

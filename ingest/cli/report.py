@@ -32,9 +32,9 @@ def report(classes: str, out: Path, data_roots: tuple[Path, ...], uri, user, pas
     for root in data_roots:
         if not root.is_dir():
             raise click.BadParameter(f"'{root}' is not a folder", param_hint="--data")
-    from .serve import db_label
     from ..web.report import build_report
     from ..web.views import runner
+    from .serve import db_label
 
     with connect_from_options(uri, user, password, database) as conn:
         result = build_report(runner(conn.driver, conn.database), names, out, db_label=db_label(conn), data_roots=data_roots)

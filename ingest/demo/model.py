@@ -23,8 +23,6 @@ are called ``bee``, against 0% on every other background (:func:`measure_planted
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import os
 import time
@@ -33,6 +31,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch

@@ -53,8 +53,9 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from neurflow.artifact import write_npz
 from PIL import Image
+
+from neurflow.artifact import write_npz
 
 from ..errors import ArtifactError, InputError
 

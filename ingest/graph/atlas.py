@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+
 from neurflow.atlas import Atlas, build_atlas
 
 from ..pipeline import find_artifacts, read_artifact

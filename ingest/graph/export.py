@@ -40,6 +40,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from .rows import GraphRows
 from .schema import SCHEMA
@@ -103,7 +104,7 @@ def graph_of_rows(class_rows: Iterable[GraphRows], atlas_rows: Iterable[Mapping[
     return nodes, rels
 
 
-def _type_of(name: str, values: Iterable[object]) -> str | None:
+def _type_of(name: str, values: Iterable[Any]) -> str | None:
     """The neo4j-admin type of a column, or None when every value is null or an empty list."""
     kinds: set[str] = set()
     shapes: set[bool] = set()  # list or not
@@ -142,7 +143,7 @@ def _field(v: object, kind: str, name: str) -> str:
         return ""
     if kind.endswith("[]"):
         base = kind[:-2]
-        parts = [_scalar(x, base, name) for x in v]  # type: ignore[union-attr]
+        parts = [_scalar(x, base, name) for x in cast(Iterable[Any], v)]
         if base == "string" and any(ARRAY_DELIMITER in p for p in parts):
             raise ValueError(f"a string in list property '{name}' contains the array delimiter '{ARRAY_DELIMITER}'")
         return ARRAY_DELIMITER.join(parts)
@@ -183,12 +184,12 @@ def write_neo4j_admin(nodes: Nodes, rels: Rels, out: Path, *, database: str = "n
     by_stmt: dict[tuple[str, str, str, str], list[tuple[str, str, dict]]] = {}
     for (stmt, typ, sl, su, el, eu), props in sorted(rels.items(), key=lambda kv: kv[0]):
         by_stmt.setdefault((stmt, typ, sl, el), []).append((su, eu, props))
-    for (stmt, typ, sl, el), items in by_stmt.items():
-        names = sorted({k for _, _, p in items for k in p})
-        typed = [(k, t) for k in names if (t := _type_of(f"{typ}.{k}", (p.get(k) for _, _, p in items))) is not None]
+    for (stmt, typ, sl, el), rel_items in by_stmt.items():
+        names = sorted({k for _, _, p in rel_items for k in p})
+        typed = [(k, t) for k in names if (t := _type_of(f"{typ}.{k}", (p.get(k) for _, _, p in rel_items))) is not None]
         header = [f":START_ID({sl})", f":END_ID({el})", ":TYPE", *(f"{k}:{t}" for k, t in typed)]
         path = out / f"relationships_{stmt}_{typ}.csv"
-        res.relationships += _write_csv(path, header, ([su, eu, typ, *(_field(p.get(k), t, k) for k, t in typed)] for su, eu, p in items))
+        res.relationships += _write_csv(path, header, ([su, eu, typ, *(_field(p.get(k), t, k) for k, t in typed)] for su, eu, p in rel_items))
         res.relationship_files.append(path)
     (out / "schema.cypher").write_text("".join(f"{s};\n" for s in SCHEMA), encoding="utf-8")
     res.command = import_command(res, database=database)

@@ -122,7 +122,7 @@ def write_shared(driver: neo4j.Driver, database: str | None, rows: Iterable[Grap
     Returns:
         The number of distinct shared rows written.
     """
-    merged: dict[str, dict[str, dict]] = {name: {} for name in ("model", "layer", "layer_feeds", "neuron")}
+    merged: dict[str, dict[object, dict]] = {name: {} for name in ("model", "layer", "layer_feeds", "neuron")}
     for r in rows:
         for name, table in merged.items():
             for row in r.rows.get(name, ()):

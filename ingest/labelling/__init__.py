@@ -12,7 +12,7 @@
 from .annotations import MIXED_THRESHOLD, AnnotationSet, AnnotationsLabeller, demo_annotations, group_concept_shares, read_annotations
 from .base import ClassJob, GroupView, Labeller, class_job, template_relation
 from .openai import PROMPT_VERSION, OpenAILabeller
-from .service import LabelOutcome, LabellerError, label_classes, plan_requests, write_labels
+from .service import LabellerError, LabelOutcome, label_classes, plan_requests, write_labels
 from .store import LABELS_FILE, ClassLabels, GroupLabel, RelationLabel, artifact_checksum, read_class_labels, read_labels
 
 __all__ = [

@@ -40,7 +40,7 @@ def test_off_glibc_nothing_happens(monkeypatch):
 
 
 def test_cli_tunes_only_model_commands():
-    from neurflow.ingest.cli import MODEL_COMMANDS, _COMMANDS
+    from neurflow.ingest.cli import _COMMANDS, MODEL_COMMANDS
 
     assert MODEL_COMMANDS <= set(_COMMANDS)
     assert {"query", "load", "db", "link"}.isdisjoint(MODEL_COMMANDS)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,8 @@ from PIL import Image
 from neurflow.circuit import CircuitConfig
 from neurflow.ingest.cli import evaluate as cli_evaluate
 from neurflow.ingest.cli import main
-from neurflow.ingest.evaluating import CLASS_EVAL, CLASS_EXISTS, RUN_EVAL, write_summary
+from neurflow.ingest.graph.writer import CLASS_EVAL, CLASS_EXISTS, RUN_EVAL
+from neurflow.ingest.graph.writer import write_evaluation_summary as write_summary
 
 SIZE = 16
 MODEL_SOURCE = textwrap.dedent(
@@ -255,9 +255,12 @@ def test_summary_is_written_through_the_connection(setup: Setup, tmp_path: Path,
     result = _invoke(setup.args("optimality", "--no-plots", "--out", str(tmp_path / "r"), "--uri", "bolt://example:7687"))
     assert result.exit_code == 0, result.output
     assert opened == [("bolt://example:7687", None, None, None)]
-    queries = [c.args[0] for c in driver.execute_query.call_args_list]
-    assert queries == [CLASS_EXISTS, CLASS_EVAL, RUN_EVAL]
-    params = driver.execute_query.call_args_list[1].kwargs["parameters_"]
+    assert [c.args[0] for c in driver.execute_query.call_args_list] == [CLASS_EXISTS]
+    work = driver.session.return_value.__enter__.return_value.execute_write.call_args.args[0]
+    tx = MagicMock()
+    work(tx)  # both writes in one managed transaction
+    assert [c.args[0] for c in tx.run.call_args_list] == [CLASS_EVAL, RUN_EVAL]
+    params = tx.run.call_args_list[0].kwargs
     assert params["cls"].endswith("/c0") and params["cls"].startswith("patnet.build@")
     props = params["props"]
     assert set(props) >= {"eval_optimality_diff", "eval_optimality_ci_low", "evaluated_at", "eval_experiments", "eval_seed"}

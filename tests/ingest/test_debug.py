@@ -208,9 +208,8 @@ def test_evidence_write_is_all_or_nothing(graph, artifacts: Path, monkeypatch) -
 
 
 def test_shared_concepts_member_mean_is_bounded_by_the_union(artifacts: Path) -> None:
-    from neurflow.ingest.pipeline import read_artifact
-
     from neurflow.atlas import build_atlas
+    from neurflow.ingest.pipeline import read_artifact
 
     circuits = [read_artifact(d)[0] for d in find_artifacts([artifacts])]
     assert len(circuits) >= 2

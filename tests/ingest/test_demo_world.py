@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from neurflow.ingest.demo import model as demo_model
 from neurflow.ingest.demo.world import (
     BACKGROUNDS,
@@ -26,7 +28,6 @@ from neurflow.ingest.demo.world import (
     swap_background,
 )
 from neurflow.ingest.errors import ArtifactError, InputError
-from PIL import Image
 
 N_TRAIN, N_VAL = 20, 10
 

@@ -8,6 +8,7 @@ from unittest.mock import MagicMock
 
 import neo4j
 import pytest
+
 from neurflow import load_circuit
 from neurflow.ingest.graph.rows import circuit_rows
 from neurflow.ingest.graph.schema import LABELS, SCHEMA, class_uid, model_uid

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from neurflow import load_circuit
 from neurflow.ingest.graph.rows import circuit_rows
 from neurflow.ingest.graph.writer import (
@@ -188,6 +189,7 @@ def test_killed_load_then_rerun_gives_the_same_graph(graph, artifacts: Path) -> 
 
 def test_unreachable_database_keeps_artifacts(tmp_path: Path, image_folder: Path) -> None:
     from click.testing import CliRunner
+
     from neurflow.ingest.cli import main
 
     from .conftest import COMPUTE_ARGS
@@ -206,6 +208,7 @@ def test_unreachable_database_keeps_artifacts(tmp_path: Path, image_folder: Path
 
 def test_wrong_password_message(bolt, artifacts: Path) -> None:
     from click.testing import CliRunner
+
     from neurflow.ingest.cli import main
 
     result = CliRunner().invoke(main, ["load", str(artifacts), "--uri", bolt.uri, "--user", bolt.user, "--password", "wrong-pass-123", "--database", bolt.database])
@@ -217,6 +220,7 @@ def test_wrong_password_message(bolt, artifacts: Path) -> None:
 @pytest.mark.parametrize("bad", ["missing", "empty", "partial"])
 def test_load_bad_artifacts(tmp_path: Path, bad: str) -> None:
     from click.testing import CliRunner
+
     from neurflow.ingest.cli import main
 
     target = tmp_path / "x"

@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from .demo_truth import exemplar_concepts
 import torch
 
 from neurflow.debugging import DebugConfig, Verdict
 from neurflow.ingest.demo.model import predict
+
+from .demo_truth import exemplar_concepts
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +81,10 @@ class Debugged:
 def _build_and_debug(root: Path, *, bias=None, world_seed: int = 0, lookalikes: bool = False, circuit: dict | None = None, **world) -> Debugged:
     from neurflow.ingest.cli.demo import demo_request
     from neurflow.ingest.debugging import debug_classes
-    from neurflow.ingest.session import open_request_artifacts
     from neurflow.ingest.demo.model import ensure_demo, load_split_tensors
     from neurflow.ingest.labelling import demo_annotations, label_classes
     from neurflow.ingest.pipeline import compute
+    from neurflow.ingest.session import open_request_artifacts
 
     world, trained = ensure_demo(root, quiet=True, bias=bias, world_seed=world_seed, lookalikes=lookalikes, **world)
     images, labels, paths = load_split_tensors(world, "val")

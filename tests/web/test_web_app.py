@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -134,7 +133,7 @@ def test_compare_concept_and_search_pages(client, web_graph):
     r = client.get("/concept", params={"uid": concept})
     assert r.status_code == 200
     for row in web_graph.run("concept_classes", concept=concept):
-        assert f'data-group="' not in r.text or True
+        assert 'data-group="' not in r.text or True
         assert html.escape(f"/group?uid={quote(row['group'], safe='')}") in r.text or f"/group?uid={quote(row['group'], safe='')}" in r.text
     r = client.get("/search", params={"q": "fis"})
     assert r.status_code == 200 and ">fish</a>" in r.text and ">bee</a>" not in r.text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .cli.options import handle_errors
+from .options import handle_errors
 
 __all__ = ["export"]
 
@@ -27,7 +27,7 @@ __all__ = ["export"]
 @handle_errors
 def export(artifacts, fmt, out, database, no_link, quiet) -> None:
     """Export circuit artifacts (all classes at once) as CSV files for neo4j-admin import."""
-    from .graph.export import export_artifacts
+    from ..graph.export import export_artifacts
 
     try:
         res = export_artifacts(artifacts, out, link=not no_link, database=database)
