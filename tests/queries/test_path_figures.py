@@ -1,4 +1,4 @@
-"""The precomputed path figures (ingest/path_figures.py, GroupPaths nodes, NeuronGroup.root_share /
+"""The precomputed path figures (ingest/graph/path_figures.py, GroupPaths nodes, NeuronGroup.root_share /
 best_path / n_paths) against path enumeration.
 
 * Without a database: the dynamic programs against brute-force enumeration on random layered
