@@ -6,6 +6,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mypy="${MYPY:-$root/.venv/bin/mypy}"
+case "$mypy" in /*) ;; */*) mypy="$PWD/$mypy" ;; esac  # a relative path, before the cd below
 farm="$(mktemp -d)"
 trap 'rm -rf "$farm"' EXIT
 mkdir "$farm/neurflow"
