@@ -220,32 +220,26 @@ def prepare(req: ComputeRequest, *, device: str | torch.device | None = None) ->
     """
     import torch
 
-    from neurflow.fingerprint import model_fingerprint
-
-    from .images import resolve_classes, scan_data
-    from .models import load_model
+    from .images import resolve_classes
+    from .session import open_session, options_of
 
     req = replace(req, data=Path(req.data).absolute(), out=Path(req.out).absolute(),
                   demo_root=Path(req.demo_root).absolute() if req.demo_root is not None else None)
     device = resolve_device(req.device) if device is None else torch.device(device)
-    spec = load_model(req.model, req.weights, input_size=req.input_size, mean=req.mean, std=req.std, normalize=req.normalize, demo_root=req.demo_root,
-                      resize=req.resize)
+    session = open_session(replace(options_of(req), device=str(device)))  # the one model loader
+    spec, model = session.spec, session.module
     layers = tuple(req.layers) if req.layers else spec.layers
     if not layers:
         raise InputError(f"model '{spec.name}' has no layer preset; pass --layers (logit layer first, e.g. fc,layer4.2,layer4.1)")
-    model = spec.module.to(device)
     try:
         from neurflow.segments import split_model
 
         split_model(model, layers)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    with torch.no_grad():
-        size = spec.preprocess.input_size
-        num_classes = int(model(torch.zeros(1, 3, size, size, device=device)).shape[1])
-    data = scan_data(req.data, spec.categories, num_classes)
+    data = session.data(req.data)
     classes = resolve_classes(req.classes, data, spec.categories)
-    key = _settings_key(req, layers, model_fingerprint(model), spec.preprocess.describe())
+    key = _settings_key(req, layers, session.fingerprint, spec.preprocess.describe())
     return Prepared(req, spec, layers, data, list(classes), key, device)
 
 
