@@ -192,3 +192,27 @@ def test_a_duplicated_task_waits_for_the_first_then_skips(ray_cluster, local_ref
     outcomes = [o for o, _ in ray_cluster.get([first, second])]
     assert sorted(o.status for o in outcomes) == ["computed", "skipped"]
     assert _bytes([o for o in outcomes if o.status == "computed"]) == _bytes([o for o in local_reference if o.class_name == "alpha"])
+
+
+def test_cli_compute_with_the_ray_executor(ray_cluster, local_reference, image_folder: Path, tmp_path: Path) -> None:
+    """`neurflow compute --executor ray` (the cluster this process initialised is used as it
+    is) writes the local executor's bytes and names the node of every class."""
+    from click.testing import CliRunner
+
+    from neurflow.ingest.cli import main
+    from neurflow.ingest.pipeline import find_artifacts
+
+    from .conftest import COMPUTE_ARGS
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(main, ["compute", "--data", str(image_folder), "--out", str(out), *COMPUTE_ARGS,
+                                       "--executor", "ray", "--cpus-per-class", "1", "--max-retries", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3 class(es) computed" in result.output
+    node = ray_cluster.get_runtime_context().get_node_id()[:8]
+    assert sum(node in line for line in result.stderr.splitlines()) >= 3
+    dirs = {d.name: d for d in find_artifacts([out])}
+    assert {o.directory.name: {f: (dirs[o.directory.name] / f).read_bytes() for f in ARTIFACT_FILES} for o in local_reference} == \
+        {o.directory.name: {f: (o.directory / f).read_bytes() for f in ARTIFACT_FILES} for o in local_reference}
+    result = CliRunner().invoke(main, ["compute", "--data", str(image_folder), "--out", str(out), *COMPUTE_ARGS, "--gpus-per-class", "0.5"])
+    assert result.exit_code == 2 and "need --executor ray" in result.output
