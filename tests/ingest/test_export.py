@@ -110,7 +110,7 @@ def test_same_graph_as_load_and_link(graph, artifacts: Path, exported) -> None:
 def test_cli_writes_files_and_prints_the_command(artifacts: Path, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from neurflow.ingest.cli_export import export
+    from neurflow.ingest.cli.export import export
 
     result = CliRunner().invoke(export, ["--format", "neo4j-admin", str(artifacts), "--to", str(tmp_path / "csv"), "--no-link"])
     assert result.exit_code == 0, result.output
