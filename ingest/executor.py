@@ -207,7 +207,7 @@ def _ray_compute_class(prep: Prepared, class_index: int) -> tuple[ClassOutcome, 
     import ray
     import torch
 
-    from .pipeline import resolve_device
+    from .session import resolve_device
 
     context = ray.get_runtime_context()
     assigned = {k: float(v) for k, v in context.get_assigned_resources().items()}

@@ -96,13 +96,6 @@ def transitions_dir(directory: Path) -> Path:
     return directory.with_name(directory.name + ".transitions")
 
 
-def resolve_device(name: str):
-    """``auto`` -> CUDA when available, else CPU (see :func:`neurflow.ingest.session.resolve_device`)."""
-    from .session import resolve_device as resolve
-
-    return resolve(name)
-
-
 def _path_or_name(value: str | None) -> str | None:
     """A model/weights argument as recorded: files (``x.pt``, ``f.py:factory``) made absolute."""
     if value is None:
@@ -221,7 +214,7 @@ def prepare(req: ComputeRequest, *, device: str | torch.device | None = None) ->
     import torch
 
     from .images import resolve_classes
-    from .session import open_session, options_of
+    from .session import open_session, options_of, resolve_device
 
     req = replace(req, data=Path(req.data).absolute(), out=Path(req.out).absolute(),
                   demo_root=Path(req.demo_root).absolute() if req.demo_root is not None else None)

@@ -41,10 +41,6 @@ class ModelOptions:
         return {"input_size": self.input_size, "mean": self.mean, "std": self.std, "normalize": self.normalize is not False,
                 "demo_root": self.demo_root, "resize": self.resize}
 
-    def key(self) -> tuple:
-        """Options that load the same model give the same key (one load per key)."""
-        return (self.model, self.weights, self.device, self.input_size, self.resize, self.mean, self.std, self.normalize, self.demo_root)
-
 
 @dataclass(frozen=True)
 class Provenance:
